@@ -1,0 +1,1 @@
+"""Framework-agnostic services used by the web layer."""

@@ -1,0 +1,214 @@
+"""What to stream (``StreamConfig``), how to run it (``RunOptions``) and the model presets.
+
+All configuration is frozen and validated at construction, so a bad value fails fast — before
+any thread starts or any byte is produced — with a message that says what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from backend_ai.errors import ConfigError
+
+__all__ = [
+    "MAX_SECTIONS",
+    "PRESETS",
+    "Mode",
+    "Preset",
+    "RunOptions",
+    "StreamConfig",
+    "optimize_stream_config",
+    "validate_configs",
+]
+
+#: Most sections one run accepts (the compare page shows up to nine models side by side).
+MAX_SECTIONS = 16
+
+
+class Mode(StrEnum):
+    """How events from several sections are ordered on the way out."""
+
+    INTERLEAVED = "interleaved"  # every chunk as soon as it arrives, whatever its section
+    ORDERED = "ordered"  # sections in config order; the head streams live, the rest is buffered
+    AS_COMPLETED = "as_completed"  # whole sections, in the order they finish
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One section of a run: a single chat completion streamed from the upstream."""
+
+    section_name: str
+    prompt: str
+    model: str = "gpt-4o"
+    temperature: float = 0.7
+    max_tokens: int = 500
+    system_prompt: str | None = None
+    #: Passed through to the upstream request body (for example the simulator's ``sim`` controls).
+    extra_body: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.section_name, str) or not self.section_name.strip():
+            raise ConfigError("section_name must be a non-empty string")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ConfigError(f"section {self.section_name!r}: prompt must be a non-empty string")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f"section {self.section_name!r}: model must be a non-empty string")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
+            raise ConfigError(f"section {self.section_name!r}: temperature must be a number")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(
+                f"section {self.section_name!r}: temperature {self.temperature} is outside 0-2"
+            )
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise ConfigError(f"section {self.section_name!r}: max_tokens must be an integer")
+        if self.max_tokens < 1:
+            raise ConfigError(
+                f"section {self.section_name!r}: max_tokens must be at least 1, "
+                f"got {self.max_tokens}"
+            )
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ConfigError(f"section {self.section_name!r}: system_prompt must be a string")
+
+    def messages(self) -> list[dict[str, str]]:
+        """The chat messages sent upstream."""
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": self.prompt})
+        return messages
+
+
+def validate_configs(configs: Iterable[StreamConfig]) -> tuple[StreamConfig, ...]:
+    """Check a run's sections as a whole: at least one, at most ``MAX_SECTIONS``, unique names."""
+    checked = tuple(configs)
+    if not checked:
+        raise ConfigError("a run needs at least one StreamConfig")
+    if len(checked) > MAX_SECTIONS:
+        raise ConfigError(f"a run takes at most {MAX_SECTIONS} sections, got {len(checked)}")
+    seen: set[str] = set()
+    for config in checked:
+        if not isinstance(config, StreamConfig):
+            raise ConfigError(f"expected StreamConfig, got {type(config).__name__}")
+        if config.section_name in seen:
+            raise ConfigError(f"duplicate section name {config.section_name!r} in one run")
+        seen.add(config.section_name)
+    return checked
+
+
+def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        allowed = "a positive number or None" if allow_none else "a positive number"
+        raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How one run behaves: ordering, limits, timeouts and rate-limit handling."""
+
+    mode: Mode = Mode.INTERLEAVED
+    #: Sections running at once within this run (None: all of them).
+    max_parallel: int | None = None
+    #: Whole-run deadline: sections still open then end with a ``timeout`` error.
+    deadline_s: float | None = 300.0
+    #: A section that produces nothing for this long ends with a ``timeout`` error.
+    stall_timeout_s: float | None = 30.0
+    #: Emit an SSE comment when nothing else went out for this long (None: never).
+    heartbeat_s: float | None = 15.0
+    #: Events buffered between the workers and the consumer before workers wait.
+    queue_size: int = 256
+    #: How long a worker waits for room in a full queue before giving its section up.
+    backpressure_timeout_s: float = 30.0
+    #: Upper bound on any Retry-After wait.
+    max_retry_wait_s: float = 30.0
+    #: How many 429s in a row one section may take in the sequential fallback.
+    max_rate_limit_retries: int = 2
+    #: Ask the upstream for token usage (``stream_options.include_usage``).
+    include_usage: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "mode", Mode(self.mode))
+        except ValueError:
+            allowed = ", ".join(m.value for m in Mode)
+            raise ConfigError(f"mode must be one of {allowed}, got {self.mode!r}") from None
+        if self.max_parallel is not None and (
+            isinstance(self.max_parallel, bool)
+            or not isinstance(self.max_parallel, int)
+            or self.max_parallel < 1
+        ):
+            raise ConfigError(
+                f"max_parallel must be a positive integer or None, got {self.max_parallel!r}"
+            )
+        _positive("deadline_s", self.deadline_s, allow_none=True)
+        _positive("stall_timeout_s", self.stall_timeout_s, allow_none=True)
+        _positive("heartbeat_s", self.heartbeat_s, allow_none=True)
+        _positive("backpressure_timeout_s", self.backpressure_timeout_s)
+        _positive("max_retry_wait_s", self.max_retry_wait_s)
+        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int):
+            raise ConfigError(f"queue_size must be an integer, got {self.queue_size!r}")
+        if self.queue_size < 1:
+            raise ConfigError(f"queue_size must be at least 1, got {self.queue_size}")
+        if not isinstance(self.max_rate_limit_retries, int) or self.max_rate_limit_retries < 0:
+            raise ConfigError(
+                "max_rate_limit_retries must be a non-negative integer, "
+                f"got {self.max_rate_limit_retries!r}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    """A named model/temperature/length choice for a kind of task."""
+
+    model: str
+    temperature: float
+    max_tokens: int
+
+
+Complexity = Literal["simple", "medium", "complex"]
+
+#: The presets of the design notes; model names can be overridden per preset by environment.
+PRESETS: Mapping[str, Preset] = {
+    "simple": Preset(model="gpt-4o-mini", temperature=0.5, max_tokens=300),
+    "medium": Preset(model="gpt-4o", temperature=0.7, max_tokens=500),
+    "complex": Preset(model="gpt-4o", temperature=0.8, max_tokens=800),
+}
+
+
+def preset_model(complexity: str, environ: Mapping[str, str] | None = None) -> str:
+    """The model for a preset: ``BACKEND_AI_MODEL_<COMPLEXITY>`` when set, else the default."""
+    env = os.environ if environ is None else environ
+    override = env.get(f"BACKEND_AI_MODEL_{complexity.upper()}", "").strip()
+    return override or PRESETS[complexity].model
+
+
+def optimize_stream_config(
+    section_name: str,
+    prompt: str,
+    complexity: Complexity | str = "medium",
+    *,
+    system_prompt: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> StreamConfig:
+    """A ``StreamConfig`` sized for the task: simple, medium or complex."""
+    if complexity not in PRESETS:
+        allowed = ", ".join(PRESETS)
+        raise ConfigError(f"complexity must be one of {allowed}, got {complexity!r}")
+    preset = PRESETS[complexity]
+    return StreamConfig(
+        section_name,
+        prompt,
+        model=preset_model(complexity, environ),
+        temperature=preset.temperature,
+        max_tokens=preset.max_tokens,
+        system_prompt=system_prompt,
+    )
+
+
+def section_names(configs: Sequence[StreamConfig]) -> tuple[str, ...]:
+    return tuple(c.section_name for c in configs)
