@@ -125,7 +125,6 @@ class RunDone(Event):
     duration_ms: float
     completed: tuple[str, ...]
     failed: tuple[str, ...]
-    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,94 @@
+"""Several blocking OpenAI streams at once, merged into one tagged event stream.
+
+Public API (the import paths of the design notes)::
+
+    from backend_ai.app.services.parallel_streaming import (
+        StreamConfig, ParallelStreamManager, create_parallel_stream,
+        optimize_stream_config, get_stream_performance_stats, get_http_client,
+    )
+
+One module per concept: ``config`` (what to stream, how), ``events`` (what comes out),
+``sse`` (events as SSE frames), ``manager`` (the run loop), ``worker`` (one section),
+``channel`` (bounded fan-in), ``ordering`` (modes), ``rate_limit`` (Retry-After),
+``upstream`` (raw SSE parsing, error translation), ``transport`` and ``http_pool`` (the pooled
+HTTP/2 client with cancellable streams), ``executor`` (the shared thread pool), ``stats``.
+"""
+
+from backend_ai.app.services.parallel_streaming.config import (
+    PRESETS,
+    Mode,
+    RunOptions,
+    StreamConfig,
+    optimize_stream_config,
+)
+from backend_ai.app.services.parallel_streaming.events import (
+    ContentChunk,
+    ErrorCode,
+    Event,
+    Heartbeat,
+    RateLimitFallback,
+    RunDone,
+    RunStarted,
+    SectionDone,
+    SectionError,
+    SectionStarted,
+    TokenUsage,
+)
+from backend_ai.app.services.parallel_streaming.executor import (
+    SectionExecutor,
+    get_section_executor,
+    shutdown_section_executor,
+)
+from backend_ai.app.services.parallel_streaming.http_pool import (
+    HttpClientPool,
+    PoolSettings,
+    build_http_client,
+    close_http_client,
+    get_http_client,
+)
+from backend_ai.app.services.parallel_streaming.manager import (
+    ParallelStreamManager,
+    create_parallel_stream,
+)
+from backend_ai.app.services.parallel_streaming.sse import encode_event, format_sse
+from backend_ai.app.services.parallel_streaming.stats import (
+    StreamStats,
+    get_stream_performance_stats,
+    reset_stream_performance_stats,
+)
+from backend_ai.errors import ConfigError
+
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "ContentChunk",
+    "ErrorCode",
+    "Event",
+    "Heartbeat",
+    "HttpClientPool",
+    "Mode",
+    "ParallelStreamManager",
+    "PoolSettings",
+    "RateLimitFallback",
+    "RunDone",
+    "RunOptions",
+    "RunStarted",
+    "SectionDone",
+    "SectionError",
+    "SectionExecutor",
+    "SectionStarted",
+    "StreamConfig",
+    "StreamStats",
+    "TokenUsage",
+    "build_http_client",
+    "close_http_client",
+    "create_parallel_stream",
+    "encode_event",
+    "format_sse",
+    "get_http_client",
+    "get_section_executor",
+    "get_stream_performance_stats",
+    "optimize_stream_config",
+    "reset_stream_performance_stats",
+    "shutdown_section_executor",
+]

@@ -1,0 +1,175 @@
+"""The process-wide pooled HTTP/2 client every upstream call goes through.
+
+One ``httpx.Client`` per process: HTTP/2 multiplexes a run's parallel streams over one TCP
+connection, keep-alive saves the handshake on every request, and one pool bounds the sockets a
+process opens. It is built on ``CancellableTransport`` so a closed or cancelled stream is reset
+upstream at once. The client is created lazily (so a gunicorn master that forks workers never
+shares a socket with them), dropped in a forked child, and closed by ``close_http_client()``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from backend_ai.app.services.parallel_streaming.transport import CancellableTransport
+from backend_ai.errors import ConfigError, LifecycleError
+
+__all__ = [
+    "HttpClientPool",
+    "PoolSettings",
+    "build_http_client",
+    "close_http_client",
+    "get_http_client",
+]
+
+_ENV_PREFIX = "BACKEND_AI_HTTP_"
+
+
+def _env_number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(_ENV_PREFIX + name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{_ENV_PREFIX}{name} must be a number, got {raw!r}") from None
+
+
+def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(_ENV_PREFIX + name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{_ENV_PREFIX}{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSettings:
+    """Sizes and timeouts of the pooled client; ``from_env`` reads ``BACKEND_AI_HTTP_*``."""
+
+    max_keepalive_connections: int = 10
+    max_connections: int = 20
+    keepalive_expiry_s: float = 30.0
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 15.0
+    http2: bool = True
+    #: Speak HTTP/2 on cleartext ``http://`` URLs without negotiation (h2c prior knowledge).
+    http2_prior_knowledge: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_keepalive_connections", "max_connections"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_keepalive_connections > self.max_connections:
+            raise ConfigError(
+                f"max_keepalive_connections ({self.max_keepalive_connections}) cannot exceed "
+                f"max_connections ({self.max_connections})"
+            )
+        for name in ("keepalive_expiry_s", "timeout_s", "connect_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.http2_prior_knowledge and not self.http2:
+            raise ConfigError("http2_prior_knowledge needs http2 enabled")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PoolSettings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            max_keepalive_connections=int(
+                _env_number(env, "MAX_KEEPALIVE", defaults.max_keepalive_connections)
+            ),
+            max_connections=int(_env_number(env, "MAX_CONNECTIONS", defaults.max_connections)),
+            keepalive_expiry_s=_env_number(env, "KEEPALIVE_EXPIRY", defaults.keepalive_expiry_s),
+            timeout_s=_env_number(env, "TIMEOUT", defaults.timeout_s),
+            connect_timeout_s=_env_number(env, "CONNECT_TIMEOUT", defaults.connect_timeout_s),
+            http2=_env_flag(env, "HTTP2", defaults.http2),
+            http2_prior_knowledge=_env_flag(
+                env, "HTTP2_PRIOR_KNOWLEDGE", defaults.http2_prior_knowledge
+            ),
+        )
+
+
+def build_http_client(
+    settings: PoolSettings | None = None, *, verify: ssl.SSLContext | str | bool = True
+) -> httpx.Client:
+    """A new pooled client with cancellable streams (tests and benchmarks build their own)."""
+    settings = settings or PoolSettings()
+    http1 = not settings.http2_prior_knowledge
+    limits = httpx.Limits(
+        max_keepalive_connections=settings.max_keepalive_connections,
+        max_connections=settings.max_connections,
+        keepalive_expiry=settings.keepalive_expiry_s,
+    )
+    transport = CancellableTransport(
+        verify=verify, http1=http1, http2=settings.http2, limits=limits
+    )
+    return httpx.Client(
+        transport=transport,
+        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+    )
+
+
+class HttpClientPool:
+    """Owns one lazily built client: ``get()`` until ``close()``, then ``LifecycleError``."""
+
+    def __init__(
+        self, settings: PoolSettings | None = None, *, verify: ssl.SSLContext | str | bool = True
+    ) -> None:
+        self._settings = settings
+        self._verify = verify
+        self._client: httpx.Client | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        with self._lock:
+            if self._closed:
+                raise LifecycleError("this HTTP client pool is closed")
+            if self._client is None:
+                settings = self._settings or PoolSettings.from_env()
+                self._client = build_http_client(settings, verify=self._verify)
+            return self._client
+
+    def close(self) -> None:
+        """Close the client and its connections; safe to call twice."""
+        with self._lock:
+            client, self._client, self._closed = self._client, None, True
+        if client is not None:
+            client.close()
+
+    def _forget_after_fork(self) -> None:
+        # A forked child must not use (or close) the parent's sockets.
+        self._client = None
+        self._lock = threading.Lock()
+
+
+_default_pool = HttpClientPool()
+_default_pool_lock = threading.Lock()
+
+
+def get_http_client() -> httpx.Client:
+    """The process-wide pooled client, built on first use from ``BACKEND_AI_HTTP_*``."""
+    return _default_pool.get()
+
+
+def close_http_client() -> None:
+    """Close the process-wide client (app shutdown); a later ``get_http_client`` builds anew."""
+    global _default_pool
+    with _default_pool_lock:
+        pool, _default_pool = _default_pool, HttpClientPool()
+    pool.close()
+
+
+os.register_at_fork(after_in_child=lambda: _default_pool._forget_after_fork())

@@ -1,0 +1,358 @@
+"""ParallelStreamManager: several blocking OpenAI streams at once, merged into one event stream.
+
+The consumer of a run is the caller's own thread (a WSGI request thread): ``stream()`` is a
+plain generator. It submits section workers to the shared bounded executor, then loops on the
+run's channel, yielding events as they arrive, and in the same loop keeps the run's timers —
+stall timeouts, the run deadline, heartbeats and the rate-limit fallback schedule. No extra
+thread watches a run, so a run costs only its section workers.
+
+Whichever comes first — every section ended, the consumer closed the generator (a WSGI server
+does that when the client goes away), or the deadline — ends the run and cancels whatever is
+still open upstream; ``done`` is always the last event of a run that was not closed.
+
+Rate limits: the first HTTP 429 switches the run to sequential for the sections that got it
+and those not yet started: after the wait the upstream asked for (``retry-after-ms`` /
+``Retry-After``, capped by ``max_retry_wait_s``), they run one at a time, each only when no
+other section of the run is streaming. Sections already streaming go on. A section may take
+``max_rate_limit_retries`` further 429s before it ends with ``rate_limited``. The SDK's own
+retries are turned off (``max_retries=0``) for engine calls, so nothing is retried twice over:
+the engine alone decides, and it never retries a section that already produced output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import Future, wait
+from typing import Any
+
+import openai
+
+from backend_ai.app.services.parallel_streaming.channel import RunChannel
+from backend_ai.app.services.parallel_streaming.config import (
+    RunOptions,
+    StreamConfig,
+    validate_configs,
+)
+from backend_ai.app.services.parallel_streaming.events import (
+    ContentChunk,
+    ErrorCode,
+    Event,
+    Heartbeat,
+    RateLimitFallback,
+    RunDone,
+    RunStarted,
+    SectionDone,
+    SectionError,
+)
+from backend_ai.app.services.parallel_streaming.executor import (
+    SectionExecutor,
+    get_section_executor,
+)
+from backend_ai.app.services.parallel_streaming.ordering import make_orderer
+from backend_ai.app.services.parallel_streaming.sse import encode_event
+from backend_ai.app.services.parallel_streaming.stats import (
+    SectionRecord,
+    StreamStats,
+    default_stats,
+)
+from backend_ai.app.services.parallel_streaming.worker import RateLimited, SectionState, run_section
+from backend_ai.errors import LifecycleError
+
+__all__ = ["ParallelStreamManager", "create_parallel_stream"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest the consumer sleeps between timer checks (stall, deadline, heartbeat, fallback).
+_MAX_TICK_S = 0.25
+#: How long closing a run waits for its cancelled workers to leave their threads.
+_CANCEL_GRACE_S = 1.0
+
+
+class ParallelStreamManager:
+    """Runs the sections of each run in parallel over one OpenAI client.
+
+    One manager per process is the intended use (it is thread-safe: every run keeps its own
+    state); ``close()`` it at shutdown.
+    """
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        *,
+        options: RunOptions | None = None,
+        executor: SectionExecutor | None = None,
+        stats: StreamStats | None = None,
+    ) -> None:
+        # The engine owns retries (see the module docstring), so the SDK's are switched off.
+        self._client = client.with_options(max_retries=0)
+        self._secrets = tuple(s for s in (getattr(client, "api_key", None),) if s)
+        self._options = options or RunOptions()
+        self._executor = executor
+        self._stats = stats if stats is not None else default_stats
+        self._closed = False
+
+    @property
+    def options(self) -> RunOptions:
+        return self._options
+
+    def close(self) -> None:
+        """Refuse new runs; safe to call twice. The shared executor and client are not owned."""
+        self._closed = True
+
+    def stream(
+        self,
+        configs: Iterable[StreamConfig],
+        *,
+        options: RunOptions | None = None,
+        request_id: str | None = None,
+    ) -> Generator[Event, None, None]:
+        """Validate, then return the run's event generator (nothing starts until iterated)."""
+        if self._closed:
+            raise LifecycleError("this ParallelStreamManager is closed")
+        sections = validate_configs(configs)
+        run = _Run(
+            client=self._client,
+            configs=sections,
+            options=options or self._options,
+            executor=self._executor or get_section_executor(),
+            stats=self._stats,
+            secrets=self._secrets,
+            request_id=request_id or uuid.uuid4().hex,
+        )
+        return run.events()
+
+    def stream_sse(
+        self,
+        configs: Iterable[StreamConfig],
+        *,
+        options: RunOptions | None = None,
+        request_id: str | None = None,
+    ) -> Iterator[str]:
+        """The run as ready SSE text frames (see ``sse.encode_event``)."""
+        return _encoded(self.stream(configs, options=options, request_id=request_id))
+
+
+def _encoded(events: Generator[Event, None, None]) -> Generator[str, None, None]:
+    try:
+        for event in events:
+            yield encode_event(event)
+    finally:
+        events.close()
+
+
+class _Run:
+    """The state of one run, driven by its consumer's thread."""
+
+    def __init__(
+        self,
+        *,
+        client: openai.OpenAI,
+        configs: tuple[StreamConfig, ...],
+        options: RunOptions,
+        executor: SectionExecutor,
+        stats: StreamStats,
+        secrets: tuple[str, ...],
+        request_id: str,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.executor = executor
+        self.stats = stats
+        self.secrets = secrets
+        self.request_id = request_id
+        self.states = {c.section_name: SectionState(config=c) for c in configs}
+        self.names = tuple(self.states)
+        self.channel = RunChannel(options.queue_size, options.backpressure_timeout_s)
+        self.pending: deque[SectionState] = deque(self.states.values())
+        self.fallback: deque[SectionState] = deque()
+        self.resume_at = 0.0
+        self.running: dict[str, Future[Any]] = {}
+        self.completed: list[str] = []
+        self.failed: list[str] = []
+        tick_candidates = [_MAX_TICK_S]
+        for value in (options.heartbeat_s, options.stall_timeout_s):
+            if value is not None:
+                tick_candidates.append(value / 4)
+        self.tick_s = max(0.005, min(tick_candidates))
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _submit(self, state: SectionState) -> None:
+        state.running = True
+        state.last_activity = 0.0  # stall timing starts when a worker picks the section up
+        self.running[state.name] = self.executor.submit(
+            run_section, self.client, state, self.channel, self.options, self.secrets
+        )
+
+    def _schedule(self, now: float) -> None:
+        limit = self.options.max_parallel or len(self.states)
+        while self.pending and not self.fallback and len(self.running) < limit:
+            self._submit(self.pending.popleft())
+        if self.fallback and not self.running and now >= self.resume_at:
+            self._submit(self.fallback.popleft())
+
+    def _on_rate_limited(self, item: RateLimited, now: float) -> Event | None:
+        state = self.states[item.section]
+        state.rate_limited += 1
+        if state.rate_limited > self.options.max_rate_limit_retries + 1:
+            return SectionError(
+                section=item.section,
+                code=ErrorCode.RATE_LIMITED,
+                message=item.message or "rate limited by the upstream",
+                chunks=state.chunks,
+            )
+        state.next_attempt()
+        if state.rate_limited == 1:
+            # First 429 of this section: everything not yet started queues up behind it.
+            moved = [state, *self.pending]
+            self.pending.clear()
+            self.fallback.extend(moved)
+        else:
+            moved = [state]
+            self.fallback.appendleft(state)
+        self.resume_at = max(self.resume_at, now + item.wait_s)
+        return RateLimitFallback(
+            sections=tuple(s.name for s in moved), wait_ms=round(item.wait_s * 1000, 3)
+        )
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _check_timers(self, now: float, deadline: float | None) -> None:
+        if deadline is not None and now >= deadline:
+            for name in self.running:
+                self.states[name].cancel(ErrorCode.TIMEOUT, "the run deadline passed")
+            return
+        stall = self.options.stall_timeout_s
+        if stall is None:
+            return
+        for name in self.running:
+            state = self.states[name]
+            idle = now - state.last_activity
+            if state.cancel_code is None and state.last_activity and idle >= stall:
+                state.cancel(ErrorCode.TIMEOUT, f"no data from the upstream for {stall:g} s")
+
+    def _expire_waiting(self) -> list[Event]:
+        """At the deadline, sections that never started end with ``timeout`` too."""
+        ended: list[Event] = []
+        for state in (*self.pending, *self.fallback):
+            ended.append(
+                SectionError(
+                    section=state.name,
+                    code=ErrorCode.TIMEOUT,
+                    message="the run deadline passed before this section could start",
+                    chunks=state.chunks,
+                )
+            )
+        self.pending.clear()
+        self.fallback.clear()
+        return ended
+
+    # -- the consumer loop ----------------------------------------------------------------
+
+    def events(self) -> Generator[Event, None, None]:
+        options = self.options
+        started = time.monotonic()
+        deadline = None if options.deadline_s is None else started + options.deadline_s
+        heartbeat_s = options.heartbeat_s
+        orderer = make_orderer(options.mode, self.names)
+        finished = False
+        try:
+            yield RunStarted(request_id=self.request_id, sections=self.names, mode=options.mode)
+            last_out = time.monotonic()
+            next_tick = last_out + self.tick_s
+            get = self.channel.get
+            while self.pending or self.fallback or self.running:
+                now = time.monotonic()
+                self._schedule(now)
+                if now >= next_tick:
+                    self._check_timers(now, deadline)
+                    if deadline is not None and now >= deadline:
+                        for event in self._expire_waiting():
+                            self._record(event, started)
+                            yield from orderer.push(event)
+                    if heartbeat_s is not None and now - last_out >= heartbeat_s:
+                        last_out = now
+                        yield Heartbeat()
+                    next_tick = now + self.tick_s
+                item = get(max(0.0, next_tick - now) if self.running else self._idle_wait(now))
+                if item is None:
+                    continue
+                if type(item) is ContentChunk:
+                    yield from orderer.push(item)
+                    last_out = time.monotonic()
+                    continue
+                if isinstance(item, RateLimited):
+                    self.running.pop(item.section, None)
+                    event = self._on_rate_limited(item, time.monotonic())
+                    if event is None:
+                        continue
+                    if isinstance(event, SectionError):
+                        self._record(event, started)
+                elif isinstance(item, SectionDone | SectionError):
+                    self.running.pop(item.section, None)
+                    self.states[item.section].running = False
+                    self._record(item, started)
+                    event = item
+                else:
+                    event = item  # type: ignore[assignment]
+                yield from orderer.push(event)
+                last_out = time.monotonic()
+            finished = True
+            yield RunDone(
+                request_id=self.request_id,
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+                completed=tuple(self.completed),
+                failed=tuple(self.failed),
+            )
+        finally:
+            if not finished:
+                self._cancel_all()
+
+    def _idle_wait(self, now: float) -> float:
+        """Nothing runs: sleep until the fallback may resume, or the next tick."""
+        return max(0.0, min(self.resume_at - now, self.tick_s))
+
+    def _record(self, event: Event, started: float) -> None:
+        if isinstance(event, SectionDone):
+            self.completed.append(event.section)
+            self.stats.record(
+                event.section,
+                SectionRecord(event.duration_ms, event.ttft_ms, event.chars, ok=True),
+            )
+        elif isinstance(event, SectionError):
+            self.failed.append(event.section)
+            elapsed = (time.monotonic() - started) * 1000
+            self.stats.record(event.section, SectionRecord(elapsed, None, 0, ok=False))
+
+    def _cancel_all(self) -> None:
+        """The consumer went away: stop every section and wait briefly for their threads."""
+        self.pending.clear()
+        self.fallback.clear()
+        futures = list(self.running.values())
+        for name in self.running:
+            self.states[name].cancel(ErrorCode.CANCELLED)
+        if futures:
+            _done, not_done = wait(futures, timeout=_CANCEL_GRACE_S)
+            if not_done:
+                logger.warning(
+                    "run %s: %d section worker(s) still running %.1f s after cancel",
+                    self.request_id,
+                    len(not_done),
+                    _CANCEL_GRACE_S,
+                )
+
+
+def create_parallel_stream(
+    client: openai.OpenAI, configs: Iterable[StreamConfig], **options: Any
+) -> Iterator[str]:
+    """SSE frames of one run: ``for chunk in create_parallel_stream(client, configs): yield chunk``.
+
+    Keyword arguments are ``RunOptions`` fields (``mode="ordered"``, ``deadline_s=...``).
+    Configs and options are validated here, before anything starts.
+    """
+    manager = ParallelStreamManager(client, options=RunOptions(**options))
+    return manager.stream_sse(configs)

@@ -1,0 +1,99 @@
+"""Per-section performance statistics: thread-safe, bounded (a rolling window), resettable."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+__all__ = [
+    "SectionRecord",
+    "StreamStats",
+    "default_stats",
+    "get_stream_performance_stats",
+    "reset_stream_performance_stats",
+]
+
+#: Records kept per section name; older ones drop out of the averages and percentiles.
+DEFAULT_WINDOW = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SectionRecord:
+    duration_ms: float
+    ttft_ms: float | None = None
+    chars: int = 0
+    ok: bool = True
+
+
+@dataclass
+class _Series:
+    records: deque[SectionRecord]
+    count: int = 0
+    errors: int = 0
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty list."""
+    index = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+class StreamStats:
+    """Counts every record; averages and percentiles cover the last ``window`` per name."""
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        self._window = window
+        self._series: dict[str, _Series] = {}
+        self._lock = threading.Lock()
+
+    def record(self, name: str, record: SectionRecord) -> None:
+        with self._lock:
+            series = self._series.get(name)
+            if series is None:
+                series = self._series[name] = _Series(records=deque(maxlen=self._window))
+            series.records.append(record)
+            series.count += 1
+            if not record.ok:
+                series.errors += 1
+
+    def snapshot(self) -> dict[str, dict[str, float | int | None]]:
+        """``{name: {count, errors, avg_time_ms, p50_time_ms, p95_time_ms, avg_ttft_ms,
+        avg_chars}}`` over the window (``count`` and ``errors`` are totals)."""
+        with self._lock:
+            copies = {
+                name: (s.count, s.errors, list(s.records)) for name, s in self._series.items()
+            }
+        result: dict[str, dict[str, float | int | None]] = {}
+        for name, (count, errors, records) in copies.items():
+            times = sorted(r.duration_ms for r in records)
+            ttfts = [r.ttft_ms for r in records if r.ttft_ms is not None]
+            result[name] = {
+                "count": count,
+                "errors": errors,
+                "avg_time_ms": round(sum(times) / len(times), 3),
+                "p50_time_ms": round(_percentile(times, 0.50), 3),
+                "p95_time_ms": round(_percentile(times, 0.95), 3),
+                "avg_ttft_ms": round(sum(ttfts) / len(ttfts), 3) if ttfts else None,
+                "avg_chars": round(sum(r.chars for r in records) / len(records), 1),
+            }
+        return result
+
+    def reset(self) -> None:
+        with self._lock:
+            self._series.clear()
+
+
+#: The process-wide statistics every manager records into unless given its own.
+default_stats = StreamStats()
+
+
+def get_stream_performance_stats() -> dict[str, dict[str, float | int | None]]:
+    """Per-section statistics of this process (see ``StreamStats.snapshot``)."""
+    return default_stats.snapshot()
+
+
+def reset_stream_performance_stats() -> None:
+    default_stats.reset()

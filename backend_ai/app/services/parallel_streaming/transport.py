@@ -1,0 +1,299 @@
+"""An httpx transport whose streams can be cancelled, one at a time, from any thread.
+
+Why this exists: with httpx 0.28 / httpcore 1.0.x, closing an HTTP/2 streaming response before
+its end sends no RST_STREAM (httpcore issue #1022). The upstream never learns the client left —
+it keeps generating, and billing, tokens — and h2 keeps the stream open, so after 100 early
+closes the shared connection refuses every request ("Max outbound streams is 100, 100 open").
+Cancellation is central to backend_ai, so this module fixes it where it happens:
+
+* ``_CancellableHTTP2Connection`` resets a stream (``RST_STREAM CANCEL``) when its response is
+  closed before the end, without touching the other streams of the connection.
+* ``CancelScope`` cancels, from *another* thread, whatever a worker thread opened inside
+  ``with scope:`` — including a request still waiting for its response headers. HTTP/2 resets
+  the stream, queues a reset event for its reader and sends a PING whose ACK wakes a reader
+  blocked on the shared socket; HTTP/1.1 shuts the socket down, which wakes the blocked read.
+* Every call into the ``h2`` state machine is serialized per connection, and choosing a stream
+  id and sending its headers happen as one step: httpcore does neither, which lets concurrent
+  threads corrupt the state or send two requests with the same stream id (httpx #3002, #3072,
+  #3324).
+
+Only private httpcore names are touched here, and only here; ``setup.cfg`` pins httpcore to the
+1.0.x series this was written and tested against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import httpcore
+import httpx
+from httpcore._sync.connection import HTTPConnection
+from httpcore._sync.http2 import HTTP2Connection
+from httpcore._sync.http11 import HTTP11Connection
+
+__all__ = ["CancelScope", "CancellableTransport"]
+
+logger = logging.getLogger(__name__)
+
+_PING_PAYLOAD = b"bai-wake"
+_RESET_WRITE_TIMEOUT_S = 5.0
+
+_current = threading.local()
+
+
+class CancelScope:
+    """Collects the upstream streams a thread opens so another thread can cancel them.
+
+    The worker enters the scope around its request; the transport registers every stream it
+    opens on that thread. ``cancel()`` may come from any thread, before, during or after the
+    request; ``with`` exit detaches the scope so a later cancel cannot touch a connection that
+    went back to the pool.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self._cancelled = False
+        self._closed = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancelled or self._closed:
+                self._cancelled = True
+                return
+            self._cancelled = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def _attach(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._cancelled and not self._closed:
+                self._callbacks.append(callback)
+                return
+            cancel_now = self._cancelled and not self._closed
+        if cancel_now:
+            callback()
+
+    def __enter__(self) -> CancelScope:
+        _current.scope = self
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.scope = None
+        self.close()
+
+    def close(self) -> None:
+        """Forget the registered streams: call it once the response is read to its end."""
+        with self._lock:
+            self._closed = True
+            self._callbacks = []
+
+
+def _attach_to_current_scope(callback: Callable[[], None]) -> None:
+    scope: CancelScope | None = getattr(_current, "scope", None)
+    if scope is not None:
+        scope._attach(callback)
+
+
+class _SerializedH2State:
+    """An ``h2.connection.H2Connection`` whose methods run one at a time.
+
+    ``get_next_available_stream_id`` keeps a per-connection lock until the same thread sends
+    that stream's headers, so ids go out in the order they were handed out.
+    """
+
+    def __init__(self, state: h2.connection.H2Connection) -> None:
+        self._state = state
+        self._lock = threading.RLock()
+        self._opening = threading.Lock()
+        self._opening_owner: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._state, name)
+        if not callable(attribute):
+            return attribute
+
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return serialized
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._state, name, value)
+
+    # The per-chunk calls get explicit methods: no closure is built on the hot path.
+    def receive_data(self, data: bytes) -> list[h2.events.Event]:
+        with self._lock:
+            return self._state.receive_data(data)
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        with self._lock:
+            return self._state.data_to_send(amount)
+
+    def acknowledge_received_data(self, acknowledged_size: int, stream_id: int) -> None:
+        with self._lock:
+            self._state.acknowledge_received_data(acknowledged_size, stream_id)
+
+    def get_next_available_stream_id(self) -> int:
+        self._opening.acquire()
+        self._opening_owner = threading.get_ident()
+        try:
+            with self._lock:
+                return self._state.get_next_available_stream_id()
+        except BaseException:
+            self.release_opening()
+            raise
+
+    def send_headers(self, stream_id: int, headers: Any, **kwargs: Any) -> None:
+        try:
+            with self._lock:
+                self._state.send_headers(stream_id, headers, **kwargs)
+        finally:
+            self.release_opening()
+
+    def release_opening(self) -> None:
+        """Let the next stream be opened; a no-op unless this thread is opening one."""
+        if self._opening_owner == threading.get_ident():
+            self._opening_owner = None
+            self._opening.release()
+
+
+class _CancellableHTTP2Connection(HTTP2Connection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._h2_state = _SerializedH2State(self._h2_state)  # type: ignore[assignment]
+
+    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
+        try:
+            return super().handle_request(request)
+        finally:
+            # Set if the request failed between choosing a stream id and sending its headers.
+            self._serialized_state.release_opening()
+
+    def _send_request_headers(self, request: httpcore.Request, stream_id: int) -> None:
+        super()._send_request_headers(request, stream_id)
+        _attach_to_current_scope(functools.partial(self.cancel_stream, stream_id))
+
+    @property
+    def _serialized_state(self) -> _SerializedH2State:
+        return self._h2_state  # type: ignore[return-value]
+
+    def cancel_stream(self, stream_id: int) -> None:
+        """Reset one stream from any thread and wake whoever is reading it."""
+        events = self._events.get(stream_id)
+        if events is None:
+            return  # already closed
+        events.append(
+            h2.events.StreamReset(
+                stream_id=stream_id, error_code=h2.errors.ErrorCodes.CANCEL, remote_reset=False
+            )
+        )
+        self._reset(stream_id, wake_readers=True)
+
+    def _response_closed(self, stream_id: int) -> None:
+        self._reset(stream_id, wake_readers=False)
+        super()._response_closed(stream_id)
+
+    def _reset(self, stream_id: int, *, wake_readers: bool) -> None:
+        """Send RST_STREAM unless the stream already ended; never raise."""
+        try:
+            self._h2_state.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
+            if wake_readers:
+                self._h2_state.ping(_PING_PAYLOAD)
+        except h2.exceptions.StreamClosedError:
+            return  # ended normally, or reset already: nothing to tell the server
+        except h2.exceptions.ProtocolError:
+            return  # the connection is closing; the server sees that instead
+        with self._write_lock:
+            try:
+                self._network_stream.write(self._h2_state.data_to_send(), _RESET_WRITE_TIMEOUT_S)
+            except Exception:
+                logger.debug("could not send RST_STREAM for stream %d", stream_id)
+
+
+def _shutdown_socket(network_stream: Any) -> None:
+    """Wake a read blocked on this HTTP/1.1 connection; the server sees the connection close."""
+    sock = network_stream.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _CancellableConnection(HTTPConnection):
+    """Builds ``_CancellableHTTP2Connection`` where httpcore would build ``HTTP2Connection``."""
+
+    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
+        try:
+            with self._request_lock:
+                if self._connection is None:
+                    stream = self._connect(request)
+                    ssl_object = stream.get_extra_info("ssl_object")
+                    http2_negotiated = (
+                        ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
+                    )
+                    connection_class = (
+                        _CancellableHTTP2Connection
+                        if http2_negotiated or (self._http2 and not self._http1)
+                        else HTTP11Connection
+                    )
+                    self._connection = connection_class(
+                        origin=self._origin, stream=stream, keepalive_expiry=self._keepalive_expiry
+                    )
+        except BaseException:
+            self._connect_failed = True
+            raise
+        connection = self._connection
+        if isinstance(connection, HTTP11Connection):
+            _attach_to_current_scope(
+                functools.partial(_shutdown_socket, connection._network_stream)
+            )
+        return connection.handle_request(request)
+
+
+class _CancellablePool(httpcore.ConnectionPool):
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.ConnectionInterface:
+        if self._proxy is not None:
+            return super().create_connection(origin)
+        return _CancellableConnection(
+            origin=origin,
+            ssl_context=self._ssl_context,
+            keepalive_expiry=self._keepalive_expiry,
+            http1=self._http1,
+            http2=self._http2,
+            retries=self._retries,
+            local_address=self._local_address,
+            uds=self._uds,
+            network_backend=self._network_backend,
+            socket_options=self._socket_options,
+        )
+
+
+class CancellableTransport(httpx.HTTPTransport):
+    """``httpx.HTTPTransport`` whose streams reset on early close and obey ``CancelScope``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if type(self._pool) is httpcore.ConnectionPool:
+            # Same layout, one overridden factory method: swapping the class keeps every
+            # setting httpx derived (SSL context, limits, sockets) without repeating it here.
+            self._pool.__class__ = _CancellablePool

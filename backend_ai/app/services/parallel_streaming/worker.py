@@ -1,0 +1,229 @@
+"""One section's worker: stream one chat completion and post its events to the run's channel.
+
+A worker runs on a pool thread. It always posts exactly one end item — ``SectionDone``,
+``SectionError`` or ``RateLimited`` — in ``finally``, so the consumer can count producers down
+and never waits for a section that died. Everything it opens upstream is registered in the
+section's ``CancelScope``, so the consumer can cancel it from its own thread at any moment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from backend_ai.app.services.parallel_streaming.channel import RunChannel
+from backend_ai.app.services.parallel_streaming.config import RunOptions, StreamConfig
+from backend_ai.app.services.parallel_streaming.events import (
+    ContentChunk,
+    ErrorCode,
+    SectionDone,
+    SectionError,
+    SectionStarted,
+    TokenUsage,
+)
+from backend_ai.app.services.parallel_streaming.rate_limit import retry_wait_s
+from backend_ai.app.services.parallel_streaming.transport import CancelScope
+from backend_ai.app.services.parallel_streaming.upstream import (
+    iter_sse_data,
+    safe_message,
+    translate_exception,
+)
+from backend_ai.errors import MalformedChunkError, UpstreamStreamError
+
+__all__ = ["RateLimited", "SectionState", "run_section"]
+
+logger = logging.getLogger(__name__)
+
+_CANCEL_MESSAGES: Mapping[ErrorCode, str] = {
+    ErrorCode.CANCELLED: "the run was cancelled",
+    ErrorCode.TIMEOUT: "the section timed out",
+    ErrorCode.SLOW_CONSUMER: "the consumer stopped reading",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    """End item of an attempt that got HTTP 429: the consumer decides when to try again."""
+
+    section: str
+    wait_s: float
+    message: str
+
+
+@dataclass(slots=True)
+class SectionState:
+    """What the consumer knows of one section; the worker writes only ``last_activity``."""
+
+    config: StreamConfig
+    scope: CancelScope = field(default_factory=CancelScope)
+    cancel_code: ErrorCode | None = None
+    cancel_message: str | None = None
+    last_activity: float = 0.0
+    rate_limited: int = 0
+    announced: bool = False
+    running: bool = False
+    chunks: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.section_name
+
+    def cancel(self, code: ErrorCode, message: str | None = None) -> None:
+        """Stop this section from any thread; the first reason given wins."""
+        if self.cancel_code is None:
+            self.cancel_code = code
+            self.cancel_message = message
+        self.scope.cancel()
+
+    def next_attempt(self) -> None:
+        """A fresh scope for a retry after 429 (the old one is spent)."""
+        self.scope = CancelScope()
+
+
+def _request_arguments(config: StreamConfig, options: RunOptions) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "model": config.model,
+        "messages": config.messages(),
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+        "stream": True,
+    }
+    if options.include_usage:
+        arguments["stream_options"] = {"include_usage": True}
+    if config.extra_body:
+        arguments["extra_body"] = dict(config.extra_body)
+    return arguments
+
+
+def _usage(raw: Any) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return TokenUsage(
+            prompt_tokens=int(raw.get("prompt_tokens") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            total_tokens=int(raw.get("total_tokens") or 0),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def run_section(
+    client: openai.OpenAI,
+    state: SectionState,
+    channel: RunChannel,
+    options: RunOptions,
+    secrets: tuple[str, ...],
+) -> None:
+    """Stream one section to its end; never raises."""
+    config = state.config
+    section = config.section_name
+    scope = state.scope
+    started = time.monotonic()
+    state.last_activity = started
+    ttft_ms: float | None = None
+    seq = state.chunks
+    chars = 0
+    finish_reason: str | None = None
+    usage: TokenUsage | None = None
+    end: object
+    try:
+        if scope.cancelled:
+            raise _Cancelled
+        if not state.announced:
+            state.announced = True
+            channel.put_control(SectionStarted(section=section, model=config.model))
+        arguments = _request_arguments(config, options)
+        loads = json.loads
+        with (
+            scope,
+            client.chat.completions.with_streaming_response.create(**arguments) as raw,
+        ):
+            for data in iter_sse_data(raw.http_response.iter_bytes()):
+                if data == b"[DONE]":
+                    break
+                try:
+                    payload = loads(data)
+                except ValueError:
+                    raise MalformedChunkError(data[:80]) from None
+                if not isinstance(payload, dict):
+                    raise MalformedChunkError(data[:80])
+                if payload.get("error"):
+                    error = payload["error"]
+                    detail = error.get("message") if isinstance(error, dict) else error
+                    raise UpstreamStreamError(str(detail))
+                for choice in payload.get("choices") or ():
+                    delta = choice.get("delta")
+                    content = delta.get("content") if delta else None
+                    if content:
+                        now = time.monotonic()
+                        if ttft_ms is None:
+                            ttft_ms = (now - started) * 1000
+                        state.last_activity = now
+                        if not channel.put_chunk(ContentChunk(section, seq, content), state):
+                            raise _Cancelled
+                        seq += 1
+                        chars += len(content)
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+                if payload.get("usage"):
+                    usage = _usage(payload["usage"])
+                state.last_activity = time.monotonic()
+            # Read to the end: nothing is left to cancel, and the connection may be reused.
+            scope.close()
+        state.chunks = seq
+        if finish_reason is None:
+            end = SectionError(
+                section=section,
+                code=ErrorCode.INCOMPLETE,
+                message="the upstream ended the stream without a finish_reason",
+                chunks=seq,
+            )
+        else:
+            end = SectionDone(
+                section=section,
+                finish_reason=finish_reason,
+                ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+                chars=chars,
+                chunks=seq,
+                usage=usage,
+            )
+    except BaseException as exc:
+        state.chunks = seq
+        end = _end_for_failure(exc, state, seq, options, secrets)
+    finally:
+        channel.put_control(end)
+
+
+class _Cancelled(Exception):
+    """The section was cancelled before or while it ran."""
+
+
+def _end_for_failure(
+    exc: BaseException,
+    state: SectionState,
+    seq: int,
+    options: RunOptions,
+    secrets: tuple[str, ...],
+) -> object:
+    section = state.name
+    if state.cancel_code is not None:
+        code = state.cancel_code
+        message = state.cancel_message or _CANCEL_MESSAGES.get(code, "the section was stopped")
+        return SectionError(section=section, code=code, message=message, chunks=seq)
+    if isinstance(exc, openai.RateLimitError) and seq == 0:
+        wait = retry_wait_s(dict(exc.response.headers), cap_s=options.max_retry_wait_s)
+        return RateLimited(section=section, wait_s=wait, message=safe_message(str(exc), secrets))
+    code, message = translate_exception(exc, secrets)
+    if code is ErrorCode.INTERNAL:
+        logger.error("section %r failed: %s", section, type(exc).__name__, exc_info=exc)
+    else:
+        logger.info("section %r ended with %s: %s", section, code.value, message)
+    return SectionError(section=section, code=code, message=message, chunks=seq)
