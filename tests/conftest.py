@@ -1,0 +1,1 @@
+pytest_plugins = ["backend_ai.simulator.pytest_plugin"]
