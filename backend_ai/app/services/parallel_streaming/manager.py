@@ -33,12 +33,12 @@ import openai
 
 from backend_ai.app.services.parallel_streaming.channel import RunChannel
 from backend_ai.app.services.parallel_streaming.config import (
+    Mode,
     RunOptions,
     StreamConfig,
     validate_configs,
 )
 from backend_ai.app.services.parallel_streaming.events import (
-    ContentChunk,
     ErrorCode,
     Event,
     Heartbeat,
@@ -195,7 +195,7 @@ class _Run:
         if self.fallback and not self.running and now >= self.resume_at:
             self._submit(self.fallback.popleft())
 
-    def _on_rate_limited(self, item: RateLimited, now: float) -> Event | None:
+    def _on_rate_limited(self, item: RateLimited, now: float) -> Event:
         state = self.states[item.section]
         state.rate_limited += 1
         if state.rate_limited > self.options.max_rate_limit_retries + 1:
@@ -259,58 +259,69 @@ class _Run:
         deadline = None if options.deadline_s is None else started + options.deadline_s
         heartbeat_s = options.heartbeat_s
         orderer = make_orderer(options.mode, self.names)
+        push = orderer.push
+        interleaved = options.mode is Mode.INTERLEAVED
+        get = self.channel.get
+        monotonic = time.monotonic
         finished = False
         try:
             yield RunStarted(request_id=self.request_id, sections=self.names, mode=options.mode)
-            last_out = time.monotonic()
-            next_tick = last_out + self.tick_s
-            get = self.channel.get
+            last_out = now = monotonic()
+            next_tick = now + self.tick_s
+            self._schedule(now)
             while self.pending or self.fallback or self.running:
-                now = time.monotonic()
-                self._schedule(now)
                 if now >= next_tick:
                     self._check_timers(now, deadline)
                     if deadline is not None and now >= deadline:
                         for event in self._expire_waiting():
                             self._record(event, started)
-                            yield from orderer.push(event)
+                            yield from push(event)
                     if heartbeat_s is not None and now - last_out >= heartbeat_s:
                         last_out = now
                         yield Heartbeat()
+                    self._schedule(now)
                     next_tick = now + self.tick_s
-                item = get(max(0.0, next_tick - now) if self.running else self._idle_wait(now))
+                wait_s = next_tick - now if self.running else self._idle_wait(now)
+                item = get(wait_s if wait_s > 0 else 0)
+                now = monotonic()
                 if item is None:
                     continue
-                if type(item) is ContentChunk:
-                    yield from orderer.push(item)
-                    last_out = time.monotonic()
+                last_out = now
+                if type(item) is list:
+                    # The hot path: a batch of one section's chunks.
+                    if interleaved:
+                        yield from item
+                    else:
+                        for chunk in item:
+                            yield from push(chunk)
                     continue
-                if isinstance(item, RateLimited):
-                    self.running.pop(item.section, None)
-                    event = self._on_rate_limited(item, time.monotonic())
-                    if event is None:
-                        continue
-                    if isinstance(event, SectionError):
-                        self._record(event, started)
-                elif isinstance(item, SectionDone | SectionError):
-                    self.running.pop(item.section, None)
-                    self.states[item.section].running = False
-                    self._record(item, started)
-                    event = item
-                else:
-                    event = item  # type: ignore[assignment]
-                yield from orderer.push(event)
-                last_out = time.monotonic()
+                yield from push(self._on_control(item, now, started))
+                self._schedule(now)
             finished = True
             yield RunDone(
                 request_id=self.request_id,
-                duration_ms=round((time.monotonic() - started) * 1000, 3),
+                duration_ms=round((monotonic() - started) * 1000, 3),
                 completed=tuple(self.completed),
                 failed=tuple(self.failed),
             )
         finally:
             if not finished:
                 self._cancel_all()
+
+    def _on_control(self, item: object, now: float, started: float) -> Event:
+        """Book-keeping for a non-chunk item; returns the event to send, if any."""
+        if isinstance(item, RateLimited):
+            self.running.pop(item.section, None)
+            event = self._on_rate_limited(item, now)
+            if isinstance(event, SectionError):
+                self._record(event, started)
+            return event
+        if isinstance(item, SectionDone | SectionError):
+            self.running.pop(item.section, None)
+            self.states[item.section].running = False
+            self._record(item, started)
+        assert isinstance(item, Event), f"unexpected item on a run channel: {item!r}"
+        return item
 
     def _idle_wait(self, now: float) -> float:
         """Nothing runs: sleep until the fallback may resume, or the next tick."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from json.encoder import encode_basestring_ascii
 
 from backend_ai.app.services.parallel_streaming.events import ContentChunk, Event, Heartbeat
 
@@ -47,8 +48,8 @@ def encode_event(event: Event) -> str:
     """The SSE frame of one event. Chunks take a fast path: they are most of the traffic."""
     if type(event) is ContentChunk:
         return (
-            f'data: {{"type":"chunk","section":{_encode_json(event.section)},'
-            f'"seq":{event.seq},"content":{_encode_json(event.content)}}}\n\n'
+            f'data: {{"type":"chunk","section":{encode_basestring_ascii(event.section)},'
+            f'"seq":{event.seq},"content":{encode_basestring_ascii(event.content)}}}\n\n'
         )
     if type(event) is Heartbeat:
         return HEARTBEAT_FRAME

@@ -19,7 +19,13 @@ import openai
 from backend_ai.app.services.parallel_streaming.events import ErrorCode
 from backend_ai.errors import MalformedChunkError, UpstreamStreamError
 
-__all__ = ["MAX_MESSAGE_CHARS", "iter_sse_data", "safe_message", "translate_exception"]
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "SSEDataParser",
+    "iter_sse_data",
+    "safe_message",
+    "translate_exception",
+]
 
 #: Upstream messages are passed on shortened to this many characters.
 MAX_MESSAGE_CHARS = 200
@@ -27,40 +33,62 @@ MAX_MESSAGE_CHARS = 200
 _KEY_LIKE = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
 
 
-def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The ``data`` payload of every SSE event in a byte stream, in order.
+class SSEDataParser:
+    """Incremental SSE parser: feed it bytes as they arrive, get the completed ``data`` payloads.
 
     Follows the SSE parsing rules that matter for chat streams: lines end with ``\\n``,
     ``\\r\\n`` or ``\\r``; several ``data:`` lines of one event are joined with ``\\n``; a blank
-    line ends an event; comments and other fields are skipped. Bytes stay bytes: ``json.loads``
-    takes them directly.
+    line ends an event; comments and other fields are skipped. Returning every payload a
+    network read completed, as one list, lets the worker hand them on in one step.
     """
-    buffer = b""
-    data_lines: list[bytes] = []
-    for chunk in chunks:
-        buffer = buffer + chunk if buffer else chunk
+
+    __slots__ = ("_buffer", "_data_lines")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data_lines: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        carry = b""
         if b"\r" in buffer:
             # Normalise CRLF and bare CR only when present: most upstreams send plain LF.
             if buffer.endswith(b"\r"):
                 buffer, carry = buffer[:-1], b"\r"
-            else:
-                carry = b""
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        else:
-            carry = b""
-        *lines, buffer = buffer.split(b"\n")
-        buffer += carry
+        *lines, rest = buffer.split(b"\n")
+        self._buffer = rest + carry
+        payloads: list[bytes] = []
+        data_lines = self._data_lines
         for line in lines:
             if not line:
                 if data_lines:
-                    yield data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
-                    data_lines = []
+                    payloads.append(
+                        data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+                    )
+                    data_lines = self._data_lines = []
             elif line.startswith(b"data:"):
                 value = line[5:]
                 data_lines.append(value[1:] if value.startswith(b" ") else value)
-    if data_lines:
-        # A body that ends without the final blank line still delivered its last event.
-        yield b"\n".join(data_lines)
+        return payloads
+
+    def close(self) -> list[bytes]:
+        """The last event of a body that ended without its final blank line."""
+        if self._buffer.startswith(b"data:"):
+            value = self._buffer[5:]
+            self._data_lines.append(value[1:] if value.startswith(b" ") else value)
+        self._buffer = b""
+        payloads = [b"\n".join(self._data_lines)] if self._data_lines else []
+        self._data_lines = []
+        return payloads
+
+
+def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Every ``data`` payload of an SSE byte stream, in order (``SSEDataParser`` as a generator)."""
+    parser = SSEDataParser()
+    for chunk in chunks:
+        yield from parser.feed(chunk)
+    yield from parser.close()
 
 
 def safe_message(text: str, secrets: Iterable[str] = ()) -> str:
