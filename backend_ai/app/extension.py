@@ -1,0 +1,172 @@
+"""The Flask extension that wires the engine into an app, once per app (so once per process).
+
+State lives in ``app.extensions["backend_ai"]`` as a ``ServiceState``, never on the extension
+object, as Flask extensions do: one ``BackendAI`` may serve several apps (every test builds its
+own). The state owns the long-lived objects — the pooled HTTP/2 client, the ``openai`` client
+over it, the ``ParallelStreamManager``, the history writer, the metrics registry — and closes
+them in ``ServiceState.close()``: called by gunicorn's ``worker_exit`` hook, by tests, and as a
+last resort at interpreter exit. Nothing here opens a socket or starts a thread: those happen
+on first use, so an app built in a gunicorn master forks cleanly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import openai
+from flask import Flask, current_app
+
+from backend_ai.app.history import HistoryStore
+from backend_ai.app.metrics import ServiceMetrics
+from backend_ai.app.services.parallel_streaming import Mode, ParallelStreamManager, RunOptions
+from backend_ai.app.services.parallel_streaming.http_pool import HttpClientPool
+from backend_ai.app.settings import Settings
+from backend_ai.errors import ConfigError
+
+__all__ = ["EXTENSION_KEY", "BackendAI", "ServiceState", "get_state"]
+
+logger = logging.getLogger(__name__)
+
+EXTENSION_KEY = "backend_ai"
+#: The key sent when the upstream needs none (a local OpenAI-compatible server, the simulator).
+_PLACEHOLDER_KEY = "sk-no-key-needed"
+_OPENAI_URL = "https://api.openai.com/v1"
+
+
+@dataclass(eq=False)
+class ServiceState:
+    """Everything one app needs to serve streams; ``close()`` releases it, safe twice."""
+
+    settings: Settings
+    http_pool: HttpClientPool
+    client: openai.OpenAI
+    manager: ParallelStreamManager
+    metrics: ServiceMetrics
+    history: HistoryStore | None
+    #: Set when the server begins a graceful shutdown: open streams end with a final event.
+    draining: threading.Event = field(default_factory=threading.Event)
+    closed: bool = False
+
+    def run_options(self, mode: str) -> RunOptions:
+        """The engine options of one run, from settings plus the request's ordering mode."""
+        s = self.settings
+        return RunOptions(
+            mode=Mode(mode),
+            max_parallel=s.max_parallel,
+            deadline_s=s.deadline_s,
+            stall_timeout_s=s.stall_timeout_s,
+            heartbeat_s=s.heartbeat_s,
+            queue_size=s.queue_size,
+            backpressure_timeout_s=s.backpressure_timeout_s,
+            max_retry_wait_s=s.max_retry_wait_s,
+            max_rate_limit_retries=s.max_rate_limit_retries,
+            include_usage=s.include_usage,
+        )
+
+    def begin_drain(self) -> None:
+        """Start a graceful shutdown: open runs end now, each with its final ``done`` event.
+
+        Called from a signal handler, so it only sets flags.
+        """
+        self.draining.set()
+        drain = getattr(self.manager, "drain", None)
+        if callable(drain):
+            drain()
+
+    def close(self) -> None:
+        """Stop the engine, flush the history writer, close the HTTP pool."""
+        if self.closed:
+            return
+        self.closed = True
+        self.draining.set()
+        try:
+            self.manager.close()
+        finally:
+            try:
+                if self.history is not None:
+                    self.history.close()
+            finally:
+                self.http_pool.close()
+        _live_states.discard(self)
+
+
+_live_states: weakref.WeakSet[ServiceState] = weakref.WeakSet()
+
+
+def _close_live_states() -> None:
+    for state in list(_live_states):
+        try:
+            state.close()
+        except Exception as exc:  # at exit, keep closing the others
+            logger.warning("closing the service state failed: %s", type(exc).__name__)
+
+
+atexit.register(_close_live_states)
+
+
+def _build_client(settings: Settings, pool: HttpClientPool) -> openai.OpenAI:
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        raise ConfigError(
+            "neither OPENAI_API_KEY nor OPENAI_BASE_URL is set; set one, or run "
+            "`backend-ai serve`, which starts the embedded simulator when both are unset"
+        )
+    headers: dict[str, str] = {}
+    if settings.upstream_is_simulator and settings.sim_defaults:
+        headers["X-Sim"] = json.dumps(dict(settings.sim_defaults), separators=(",", ":"))
+    return openai.OpenAI(
+        api_key=settings.openai_api_key or _PLACEHOLDER_KEY,
+        # Explicit, so the SDK never falls back to reading OPENAI_BASE_URL itself.
+        base_url=settings.openai_base_url or _OPENAI_URL,
+        # The engine's pooled client; the cast bridges httpx.Client and the SDK's own type.
+        http_client=cast(Any, pool.get()),
+        # The engine handles 429 (sequential fallback, Retry-After) and errors itself.
+        max_retries=0,
+        default_headers=headers or None,
+    )
+
+
+class BackendAI:
+    """``BackendAI(app)`` or ``ext = BackendAI(); ext.init_app(app, settings)``."""
+
+    def __init__(self, app: Flask | None = None, settings: Settings | None = None) -> None:
+        if app is not None:
+            self.init_app(app, settings)
+
+    def init_app(self, app: Flask, settings: Settings | None = None) -> ServiceState:
+        """Build the app's ``ServiceState`` and store it in ``app.extensions``."""
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigError("BackendAI is already initialised on this app")
+        settings = settings or Settings.from_env()
+        pool = HttpClientPool(settings.http)
+        client = _build_client(settings, pool)
+        metrics = ServiceMetrics()
+        history = None
+        if settings.history_db_path is not None:
+            history = HistoryStore(
+                settings.history_db_path,
+                queue_size=settings.history_queue_size,
+                on_drop=metrics.history_dropped.inc,
+            )
+        state = ServiceState(
+            settings=settings,
+            http_pool=pool,
+            client=client,
+            manager=ParallelStreamManager(client, options=None),
+            metrics=metrics,
+            history=history,
+        )
+        app.extensions[EXTENSION_KEY] = state
+        _live_states.add(state)
+        return state
+
+
+def get_state(app: Flask | None = None) -> ServiceState:
+    """The ``ServiceState`` of ``app`` (default: the current app)."""
+    target = app if app is not None else current_app
+    return cast(ServiceState, target.extensions[EXTENSION_KEY])

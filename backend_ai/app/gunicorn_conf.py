@@ -1,0 +1,86 @@
+"""gunicorn settings for long-lived SSE streams, and the hooks that make shutdown graceful.
+
+Used by ``backend-ai serve`` (``-c python:backend_ai.app.gunicorn_conf``) and, through the
+repository's ``gunicorn.conf.py``, by a plain ``gunicorn`` run from the repository root.
+Command-line flags (``--bind``, ``--workers``, ``--threads``) override these values.
+
+Why each choice:
+
+* ``gthread``: the ``sync`` worker handles one request at a time and is killed when a request
+  outlives ``timeout`` (gunicorn #2537), which every long stream does. A gthread worker serves
+  ``threads`` requests at once and its heartbeat comes from its main loop, not from requests,
+  so a stream may last as long as the run's own deadline.
+* ``threads``: each open stream holds one request thread for its whole life (the section
+  workers run in the engine's own pool), so this is the number of concurrent streams a worker
+  serves.
+* ``graceful_timeout``: on SIGTERM the worker stops accepting, every open stream ends with a
+  final ``done`` event (``ServiceState.begin_drain``) and the worker exits once its connections
+  are closed; this is the upper bound on that.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+__all__ = [
+    "bind",
+    "control_socket_disable",
+    "graceful_timeout",
+    "keepalive",
+    "post_worker_init",
+    "threads",
+    "timeout",
+    "worker_class",
+    "worker_connections",
+    "worker_exit",
+    "workers",
+    "wsgi_app",
+]
+
+logger = logging.getLogger(__name__)
+
+wsgi_app = "backend_ai.app.factory:create_app()"
+bind = "127.0.0.1:8000"
+worker_class = "gthread"
+workers = 2
+threads = 32
+#: gthread: connections a worker holds at once (streams plus idle keep-alive ones).
+worker_connections = 1000
+#: The worker-heartbeat timeout; gthread beats from its main loop, streams never trip it.
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+#: gunicorn 24+ opens a control socket at a fixed path under $HOME: two servers (or a test run
+#: next to a dev server) would fight over it, and nothing here uses it.
+control_socket_disable = True
+
+
+def _state_of(worker: Any) -> Any:
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None)
+    return None if extensions is None else extensions.get("backend_ai")
+
+
+def post_worker_init(worker: Any) -> None:
+    """Chain a drain onto the worker's SIGTERM handler: open streams end with ``done``."""
+    state = _state_of(worker)
+    if state is None:
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        state.begin_drain()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # gunicorn keeps system calls running across SIGTERM; keep it so for the new handler.
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Release the app's engine, history writer and HTTP pool before the worker goes."""
+    state = _state_of(worker)
+    if state is not None:
+        state.close()

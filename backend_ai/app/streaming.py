@@ -1,0 +1,281 @@
+"""Turning one engine run into a Flask SSE response, with metrics and history on the side.
+
+The response body is a generator over the run's events. Three things end it:
+
+* the run's final ``done`` event (the normal end);
+* the client going away — the WSGI server then calls ``close()`` on the body, which closes the
+  engine's generator, which cancels every upstream stream of the run;
+* a graceful shutdown (``ServiceState.draining``) — open sections end with a ``cancelled``
+  error and the body still sends a final ``done``, so a client can tell a finished stream from
+  a cut connection.
+
+The engine's ``start`` event is taken *before* the response is built (``open_run``): the engine
+yields it before any upstream call, so this costs nothing, and any error the engine raises up
+front becomes a JSON error instead of a stream that starts and then fails. Side work (metrics,
+the history record) happens after each event has been handed to the server, and saving the
+reading is a non-blocking put onto the history writer's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Response
+
+from backend_ai.app.extension import ServiceState
+from backend_ai.app.history import HistoryRecord, SectionRecord
+from backend_ai.app.services.parallel_streaming import StreamConfig, encode_event
+from backend_ai.app.services.parallel_streaming.events import (
+    ContentChunk,
+    ErrorCode,
+    Event,
+    RateLimitFallback,
+    RunDone,
+    RunStarted,
+    SectionDone,
+    SectionError,
+    SectionStarted,
+)
+
+__all__ = ["SSE_HEADERS", "RunRecorder", "open_run", "sse_response"]
+
+logger = logging.getLogger(__name__)
+
+SSE_HEADERS: Mapping[str, str] = {
+    "Cache-Control": "no-store",
+    # nginx and some other proxies buffer responses unless told not to.
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass
+class _Section:
+    model: str
+    parts: list[str] = field(default_factory=list)
+    status: str = "pending"  # pending -> streaming -> done | error
+    ttft_ms: float | None = None
+    duration_ms: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class RunRecorder:
+    """Follows a run's events to feed metrics and build the history record."""
+
+    def __init__(
+        self,
+        state: ServiceState,
+        *,
+        route: str,
+        request_id: str,
+        configs: Sequence[StreamConfig],
+        input_data: Mapping[str, Any],
+        received_at: float,
+    ) -> None:
+        self._state = state
+        self._metrics = state.metrics
+        self.route = route
+        self.request_id = request_id
+        self._input = dict(input_data)
+        self._received_at = received_at
+        self._created_at = time.time()
+        self.sections = {c.section_name: _Section(model=c.model) for c in configs}
+        self.done: RunDone | None = None
+        #: The run was ended by us (shutdown, a bug) or by the client, not by the engine.
+        self.cut_short = False
+        self.rate_limited = False
+
+    def observe(self, event: Event) -> None:
+        if type(event) is ContentChunk:  # the hot path: most events are chunks
+            self.sections[event.section].parts.append(event.content)
+            return
+        if isinstance(event, SectionStarted):
+            self.sections[event.section].status = "streaming"
+        elif isinstance(event, SectionDone):
+            section = self.sections[event.section]
+            section.status = "done"
+            section.ttft_ms = event.ttft_ms
+            section.duration_ms = event.duration_ms
+            self._metrics.sections.labels(self.route, "done").inc()
+            self._metrics.chunks.labels(self.route).inc(event.chunks)
+            if event.ttft_ms is not None:
+                self._metrics.ttft.labels(self.route).observe(event.ttft_ms / 1000)
+            self._metrics.section_duration.labels(self.route).observe(event.duration_ms / 1000)
+        elif isinstance(event, SectionError):
+            section = self.sections[event.section]
+            section.status = "error"
+            section.error_code = str(event.code)
+            section.error_message = event.message
+            self._metrics.sections.labels(self.route, "error").inc()
+            self._metrics.section_errors.labels(str(event.code)).inc()
+            self._metrics.chunks.labels(self.route).inc(event.chunks)
+        elif isinstance(event, RateLimitFallback):
+            if not self.rate_limited:
+                self.rate_limited = True
+                self._metrics.rate_limit_fallbacks.labels(self.route).inc()
+        elif isinstance(event, RunDone):
+            self.done = event
+
+    def open_sections(self) -> list[str]:
+        return [name for name, s in self.sections.items() if s.status in ("pending", "streaming")]
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._received_at) * 1000
+
+    def closing_events(self, code: ErrorCode, message: str) -> list[Event]:
+        """The events that end a run the engine did not end: an error per open section, done."""
+        events: list[Event] = [
+            SectionError(
+                section=name,
+                code=code,
+                message=message,
+                chunks=len(self.sections[name].parts),
+            )
+            for name in self.open_sections()
+        ]
+        for event in events:
+            self.observe(event)
+        done = RunDone(
+            request_id=self.request_id,
+            duration_ms=round(self.elapsed_ms(), 3),
+            completed=tuple(n for n, s in self.sections.items() if s.status == "done"),
+            failed=tuple(n for n, s in self.sections.items() if s.status == "error"),
+        )
+        self.cut_short = True
+        self.observe(done)
+        events.append(done)
+        return events
+
+    def finish(self) -> None:
+        """Record the run's outcome and offer the reading to the history writer."""
+        cancelled = self.done is None or self.cut_short
+        statuses = [s.status for s in self.sections.values()]
+        if cancelled:
+            outcome = "cancelled"
+        elif all(s == "done" for s in statuses):
+            outcome = "ok"
+        elif any(s == "done" for s in statuses):
+            outcome = "partial"
+        else:
+            outcome = "failed"
+        self._metrics.runs.labels(self.route, outcome).inc()
+        duration_ms = self.elapsed_ms()
+        self._metrics.run_duration.labels(self.route).observe(duration_ms / 1000)
+        history = self._state.history
+        if history is None:
+            return
+        record = HistoryRecord(
+            request_id=self.request_id,
+            route=self.route,
+            created_at=self._created_at,
+            duration_ms=round(duration_ms, 3),
+            cancelled=cancelled,
+            input=self._input,
+            sections={
+                name: SectionRecord(
+                    text="".join(s.parts),
+                    status=s.status if s.status in ("done", "error") else "incomplete",
+                    model=s.model,
+                    ttft_ms=s.ttft_ms,
+                    duration_ms=s.duration_ms,
+                    error_code=s.error_code,
+                    error_message=s.error_message,
+                )
+                for name, s in self.sections.items()
+            },
+        )
+        history.submit(record)
+
+
+@dataclass
+class OpenedRun:
+    """A run whose ``start`` event has been taken, ready to become a response."""
+
+    started: RunStarted
+    events: Generator[Event, None, None]
+    recorder: RunRecorder
+
+
+def open_run(
+    state: ServiceState,
+    *,
+    route: str,
+    request_id: str,
+    configs: Sequence[StreamConfig],
+    mode: str,
+    input_data: Mapping[str, Any],
+    received_at: float,
+) -> OpenedRun:
+    """Start the run and take its ``start`` event; errors here still become JSON errors."""
+    events = state.manager.stream(
+        list(configs), options=state.run_options(mode), request_id=request_id
+    )
+    try:
+        started = next(events)
+    except BaseException:
+        events.close()
+        raise
+    if not isinstance(started, RunStarted):  # the engine's contract: start comes first
+        events.close()
+        raise RuntimeError(f"the run began with {type(started).__name__}, not RunStarted")
+    recorder = RunRecorder(
+        state,
+        route=route,
+        request_id=request_id,
+        configs=configs,
+        input_data=input_data,
+        received_at=received_at,
+    )
+    recorder.observe(started)
+    return OpenedRun(started=started, events=events, recorder=recorder)
+
+
+def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
+    recorder, events, metrics = run.recorder, run.events, state.metrics
+    metrics.active_streams.inc()
+    try:
+        yield encode_event(run.started).encode()
+        metrics.first_byte.labels(recorder.route).observe(recorder.elapsed_ms() / 1000)
+        try:
+            for event in events:
+                recorder.observe(event)
+                yield encode_event(event).encode()
+                if recorder.done is not None:
+                    return
+                if state.draining.is_set():
+                    break
+        except Exception as exc:  # a bug in the run: end the stream properly, log no details
+            logger.error(
+                "run %s of %s failed: %s", recorder.request_id, recorder.route, type(exc).__name__
+            )
+            events.close()
+            for event in recorder.closing_events(ErrorCode.INTERNAL, "internal error"):
+                yield encode_event(event).encode()
+            return
+        if recorder.done is None:
+            # The engine stopped without its final event, or the server is shutting down.
+            events.close()
+            for event in recorder.closing_events(
+                ErrorCode.CANCELLED, "the server is shutting down"
+            ):
+                yield encode_event(event).encode()
+    finally:
+        # Also reached when the client went away: the server closed this generator.
+        events.close()
+        metrics.active_streams.dec()
+        try:
+            recorder.finish()
+        except Exception as exc:  # side work never breaks a stream
+            logger.warning("recording run %s failed: %s", recorder.request_id, type(exc).__name__)
+
+
+def sse_response(state: ServiceState, run: OpenedRun) -> Response:
+    """The ``text/event-stream`` response that streams ``run``."""
+    response = Response(_frames(state, run), mimetype="text/event-stream")
+    response.headers.update(SSE_HEADERS)
+    response.headers["X-Request-Id"] = run.recorder.request_id
+    return response
