@@ -125,6 +125,8 @@ class RunDone(Event):
     duration_ms: float
     completed: tuple[str, ...]
     failed: tuple[str, ...]
+    #: True when the run was cut short because the server is shutting down.
+    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, wait
@@ -94,14 +95,21 @@ class ParallelStreamManager:
         self._executor = executor
         self._stats = stats if stats is not None else default_stats
         self._closed = False
+        self._active: weakref.WeakSet[_Run] = weakref.WeakSet()
 
     @property
     def options(self) -> RunOptions:
         return self._options
 
     def close(self) -> None:
-        """Refuse new runs; safe to call twice. The shared executor and client are not owned."""
+        """Refuse new runs and wind down the open ones; safe to call twice, and from a signal
+        handler: it only sets flags. Each open run then cancels its sections (``cancelled``)
+        on its own thread and ends with ``done`` (``cancelled=True``) at once. The shared
+        executor and HTTP client are not the manager's to close.
+        """
         self._closed = True
+        for run in list(self._active):
+            run.shut_down()
 
     def stream(
         self,
@@ -123,6 +131,7 @@ class ParallelStreamManager:
             secrets=self._secrets,
             request_id=request_id or uuid.uuid4().hex,
         )
+        self._active.add(run)
         return run.events()
 
     def stream_sse(
@@ -142,6 +151,9 @@ def _encoded(events: Generator[Event, None, None]) -> Generator[str, None, None]
             yield encode_event(event)
     finally:
         events.close()
+
+
+_SHUT_DOWN = object()
 
 
 class _Run:
@@ -173,6 +185,7 @@ class _Run:
         self.running: dict[str, Future[Any]] = {}
         self.completed: list[str] = []
         self.failed: list[str] = []
+        self.shutting_down = False
         tick_candidates = [_MAX_TICK_S]
         for value in (options.heartbeat_s, options.stall_timeout_s):
             if value is not None:
@@ -189,6 +202,8 @@ class _Run:
         )
 
     def _schedule(self, now: float) -> None:
+        if self.shutting_down:
+            return
         limit = self.options.max_parallel or len(self.states)
         while self.pending and not self.fallback and len(self.running) < limit:
             self._submit(self.pending.popleft())
@@ -218,6 +233,28 @@ class _Run:
         return RateLimitFallback(
             sections=tuple(s.name for s in moved), wait_ms=round(item.wait_s * 1000, 3)
         )
+
+    def shut_down(self) -> None:
+        """Ask the run to end now (server shutdown); called from any thread, never blocks."""
+        self.shutting_down = True
+        self.channel.put_control(_SHUT_DOWN)
+
+    def _stop_for_shutdown(self) -> list[Event]:
+        """On the consumer's thread: cancel what runs, end what never started."""
+        for name in self.running:
+            self.states[name].cancel(ErrorCode.CANCELLED, "the server is shutting down")
+        ended: list[Event] = [
+            SectionError(
+                section=state.name,
+                code=ErrorCode.CANCELLED,
+                message="the server is shutting down",
+                chunks=state.chunks,
+            )
+            for state in (*self.pending, *self.fallback)
+        ]
+        self.pending.clear()
+        self.fallback.clear()
+        return ended
 
     # -- timers -------------------------------------------------------------------------
 
@@ -295,6 +332,11 @@ class _Run:
                         for chunk in item:
                             yield from push(chunk)
                     continue
+                if item is _SHUT_DOWN:
+                    for event in self._stop_for_shutdown():
+                        self._record(event, started)
+                        yield from push(event)
+                    continue
                 yield from push(self._on_control(item, now, started))
                 self._schedule(now)
             finished = True
@@ -303,6 +345,7 @@ class _Run:
                 duration_ms=round((monotonic() - started) * 1000, 3),
                 completed=tuple(self.completed),
                 failed=tuple(self.failed),
+                cancelled=self.shutting_down,
             )
         finally:
             if not finished:
