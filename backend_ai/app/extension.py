@@ -75,9 +75,8 @@ class ServiceState:
         Called from a signal handler, so it only sets flags.
         """
         self.draining.set()
-        drain = getattr(self.manager, "drain", None)
-        if callable(drain):
-            drain()
+        # Flags only: refuses new runs, and each open run ends itself with ``done``.
+        self.manager.close()
 
     def close(self) -> None:
         """Stop the engine, flush the history writer, close the HTTP pool."""

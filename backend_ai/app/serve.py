@@ -1,8 +1,7 @@
 """``backend-ai serve``: the service under gunicorn, on the embedded simulator when no key is set.
 
-gunicorn runs as a child process (``python -m gunicorn -c python:backend_ai.app.gunicorn_conf``)
-rather than inside this one, so this process stays a small supervisor that owns everything it
-started:
+gunicorn runs as a child process (``GunicornProcess``) rather than inside this one, so this
+process stays a small supervisor that owns everything it started:
 
 * with neither ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL`` set it first starts the upstream
   simulator (realistic default profile: ~300 ms to first token, ~30 ms per token) and points
@@ -10,39 +9,30 @@ started:
 * the first SIGINT or SIGTERM is passed on to gunicorn as SIGTERM — a graceful shutdown in
   which every open stream ends with its final ``done`` event — and a second one as SIGQUIT
   (immediate); the simulator is stopped once gunicorn has exited;
-* gunicorn is asked to receive SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``), and
-  the simulator exits when its stdin closes, so even a ``kill -9`` of this process leaves no
-  orphans behind.
+* gunicorn receives SIGTERM if this process dies, and the simulator exits when its stdin
+  closes, so even a ``kill -9`` of this process leaves no orphans behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from types import FrameType
 
-import httpx
-
+from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.app.settings import Settings
 from backend_ai.errors import BackendAIError
 
-__all__ = ["add_arguments", "build_command", "run"]
+__all__ = ["add_arguments", "run"]
 
 logger = logging.getLogger("backend_ai.serve")
 
-_APP = "backend_ai.app.factory:create_app()"
-_CONFIG = "python:backend_ai.app.gunicorn_conf"
 _SIMULATOR_KEY = "sk-simulator-local"
-_READY_TIMEOUT_S = 60.0
-_PR_SET_PDEATHSIG = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,66 +62,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _page_url(host: str, port: int) -> str:
-    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
-    if ":" in shown and not shown.startswith("["):
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in shown:
         shown = f"[{shown}]"
     return f"http://{shown}:{port}/"
-
-
-def build_command(args: argparse.Namespace) -> list[str]:
-    """The gunicorn command line for ``args``."""
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        _CONFIG,
-        "--bind",
-        _bind(args.host, args.port),
-        "--workers",
-        str(args.workers),
-        "--threads",
-        str(args.threads),
-        "--log-level",
-        args.log_level,
-        _APP,
-    ]
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel for SIGTERM when we die.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
-    """Poll ``/health`` until it answers; False if gunicorn exited first or it took too long."""
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
-            try:
-                response = client.get(url + "health")
-                ours = "upstream" in response.json()
-            except (httpx.HTTPError, ValueError, TypeError):
-                ours = False
-            if ours:
-                return True
-            time.sleep(0.05)
-    return False
 
 
 class _Signals:
     """First SIGINT/SIGTERM: graceful stop of gunicorn; second: immediate stop."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
+    def __init__(self, server: GunicornProcess) -> None:
+        self.server = server
         self.received = 0
         self._previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
 
@@ -146,11 +88,11 @@ class _Signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received += 1
-        forward = signal.SIGTERM if self.received == 1 else signal.SIGQUIT
         if self.received == 1:
             logger.info("stopping: open streams end with their final event")
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(forward)
+            self.server.send_signal(signal.SIGTERM)
+        else:
+            self.server.send_signal(signal.SIGQUIT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
         logger.error("configuration error: %s", exc)
         return 2
     env = dict(os.environ)
-    page = _page_url(args.host, args.port)
     with contextlib.ExitStack() as stack:
-        if settings.openai_api_key is None and settings.openai_base_url is None:
+        embedded = settings.openai_api_key is None and settings.openai_base_url is None
+        if embedded:
             from backend_ai.simulator import SimulatorProcess
 
             simulator = stack.enter_context(SimulatorProcess(profile="default"))
@@ -180,29 +122,36 @@ def run(args: argparse.Namespace) -> int:
             )
             # The simulator speaks h2c: one TCP connection carries every parallel stream.
             env.setdefault("BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE", "1")
-            ready_line = (
-                f"no OPENAI_API_KEY or OPENAI_BASE_URL set: serving on the embedded simulator "
-                f"({simulator.base_url}); open {page}"
-            )
-        else:
-            upstream = settings.openai_base_url or "the OpenAI API"
-            ready_line = f"upstream: {upstream}; open {page}"
-        proc = subprocess.Popen(
-            build_command(args),
+        server = GunicornProcess(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            threads=args.threads,
+            log_level=args.log_level,
             env=env,
-            start_new_session=True,  # a terminal's Ctrl-C reaches us only; we pass it on
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            output=sys.stderr,
         )
-        signals = _Signals(proc)
+        signals = _Signals(server)
         signals.install()
         try:
-            if _wait_ready(page, proc):
-                logger.info("%s", ready_line)
-            code = proc.wait()
+            try:
+                server.start()
+            except BackendAIError as exc:
+                logger.error("%s", exc)
+                return 1
+            page = _page_url(args.host, args.port)
+            if embedded:
+                logger.info(
+                    "no OPENAI_API_KEY or OPENAI_BASE_URL set: serving on the embedded "
+                    "simulator (%s); open %s",
+                    env["OPENAI_BASE_URL"],
+                    page,
+                )
+            else:
+                logger.info("upstream: %s; open %s", settings.openai_base_url or "OpenAI", page)
+            code = server.wait()
         finally:
-            if proc.poll() is None:  # an exception in this process: do not leave gunicorn
-                proc.terminate()
-                proc.wait()
+            server.stop()  # no-op once it exited; otherwise (an exception here) do not leak it
             signals.restore()
     if signals.received and code in (0, -signal.SIGTERM, -signal.SIGQUIT):
         return 0

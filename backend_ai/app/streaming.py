@@ -5,9 +5,12 @@ The response body is a generator over the run's events. Three things end it:
 * the run's final ``done`` event (the normal end);
 * the client going away — the WSGI server then calls ``close()`` on the body, which closes the
   engine's generator, which cancels every upstream stream of the run;
-* a graceful shutdown (``ServiceState.draining``) — open sections end with a ``cancelled``
-  error and the body still sends a final ``done``, so a client can tell a finished stream from
-  a cut connection.
+* a graceful shutdown — ``ParallelStreamManager.close()`` winds the run down: open sections
+  end with a ``cancelled`` error and the run still sends its final ``done`` (``cancelled:
+  true``), so a client can tell a finished stream from a cut connection.
+
+Should the engine's generator ever stop without its ``done`` (or raise), the body ends the
+run itself — an error per open section, then ``done`` — so the protocol holds regardless.
 
 The engine's ``start`` event is taken *before* the response is built (``open_run``): the engine
 yields it before any upstream call, so this costs nothing, and any error the engine raises up
@@ -85,8 +88,6 @@ class RunRecorder:
         self._created_at = time.time()
         self.sections = {c.section_name: _Section(model=c.model) for c in configs}
         self.done: RunDone | None = None
-        #: The run was ended by us (shutdown, a bug) or by the client, not by the engine.
-        self.cut_short = False
         self.rate_limited = False
 
     def observe(self, event: Event) -> None:
@@ -126,7 +127,7 @@ class RunRecorder:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._received_at) * 1000
 
-    def closing_events(self, code: ErrorCode, message: str) -> list[Event]:
+    def closing_events(self, code: ErrorCode, message: str, *, cancelled: bool) -> list[Event]:
         """The events that end a run the engine did not end: an error per open section, done."""
         events: list[Event] = [
             SectionError(
@@ -144,15 +145,15 @@ class RunRecorder:
             duration_ms=round(self.elapsed_ms(), 3),
             completed=tuple(n for n, s in self.sections.items() if s.status == "done"),
             failed=tuple(n for n, s in self.sections.items() if s.status == "error"),
+            cancelled=cancelled,
         )
-        self.cut_short = True
         self.observe(done)
         events.append(done)
         return events
 
     def finish(self) -> None:
         """Record the run's outcome and offer the reading to the history writer."""
-        cancelled = self.done is None or self.cut_short
+        cancelled = self.done is None or self.done.cancelled
         statuses = [s.status for s in self.sections.values()]
         if cancelled:
             outcome = "cancelled"
@@ -246,23 +247,22 @@ def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
                 yield encode_event(event).encode()
                 if recorder.done is not None:
                     return
-                if state.draining.is_set():
-                    break
         except Exception as exc:  # a bug in the run: end the stream properly, log no details
             logger.error(
                 "run %s of %s failed: %s", recorder.request_id, recorder.route, type(exc).__name__
             )
             events.close()
-            for event in recorder.closing_events(ErrorCode.INTERNAL, "internal error"):
-                yield encode_event(event).encode()
-            return
-        if recorder.done is None:
-            # The engine stopped without its final event, or the server is shutting down.
-            events.close()
             for event in recorder.closing_events(
-                ErrorCode.CANCELLED, "the server is shutting down"
+                ErrorCode.INTERNAL, "internal error", cancelled=False
             ):
                 yield encode_event(event).encode()
+            return
+        # The engine's generator ended without its final event: end the run here.
+        events.close()
+        for event in recorder.closing_events(
+            ErrorCode.CANCELLED, "the run was cut short", cancelled=True
+        ):
+            yield encode_event(event).encode()
     finally:
         # Also reached when the client went away: the server closed this generator.
         events.close()

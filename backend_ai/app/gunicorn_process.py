@@ -1,0 +1,211 @@
+"""The service under a real gunicorn, as a child process: for ``serve``, tests and load tests.
+
+``GunicornProcess`` starts ``python -m gunicorn -c python:backend_ai.app.gunicorn_conf``, reads
+its log to learn the bound address (``port=0`` works) and the worker pids, waits until
+``/health`` answers, and stops it with the signal the caller chooses (SIGTERM: graceful).
+The child gets SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``), so a crashed test
+run or a ``kill -9``-ed ``serve`` leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import IO, Self
+
+import httpx
+
+from backend_ai.errors import BackendAIError, LifecycleError
+
+__all__ = ["GunicornError", "GunicornProcess"]
+
+logger = logging.getLogger(__name__)
+
+APP_SPEC = "backend_ai.app.factory:create_app()"
+CONFIG_SPEC = "python:backend_ai.app.gunicorn_conf"
+_PR_SET_PDEATHSIG = 1
+_LISTENING = re.compile(r"Listening at: (http://\S+) \(\d+\)")
+_BOOTING = re.compile(r"Booting worker with pid: (\d+)")
+
+
+class GunicornError(BackendAIError):
+    """gunicorn did not start, or did not become ready in time."""
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel for SIGTERM when we die.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class GunicornProcess:
+    """One gunicorn master (and its workers) serving the app; ``stop()`` safe twice."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        workers: int = 1,
+        threads: int = 32,
+        log_level: str = "info",
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        output: IO[str] | None = None,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            CONFIG_SPEC,
+            "--bind",
+            _bind(host, port),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--log-level",
+            log_level,
+            *extra_args,
+            APP_SPEC,
+        ]
+        self._env = dict(env) if env is not None else None
+        self._output = output
+        self._ready_timeout = ready_timeout
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._listening = threading.Event()
+        self._lock = threading.Lock()
+        self.url: str | None = None
+        self.worker_pids: list[int] = []
+        #: The last lines gunicorn logged (bounded: ``serve`` may run for months).
+        self.log_lines: deque[str] = deque(maxlen=500)
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise LifecycleError("gunicorn was not started")
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def start(self) -> Self:
+        """Start gunicorn and return once ``/health`` answers; ``GunicornError`` otherwise."""
+        if self._proc is not None:
+            raise LifecycleError("this GunicornProcess was already started")
+        self._proc = subprocess.Popen(
+            self.command,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=None,  # gunicorn logs to stderr; stdout is left to the app
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # a terminal's Ctrl-C reaches our process, which decides
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        self._reader = threading.Thread(
+            target=self._read_log, name="backend-ai-gunicorn-log", daemon=True
+        )
+        self._reader.start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
+        return self
+
+    def _read_log(self) -> None:
+        assert self._proc is not None
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            with self._lock:
+                self.log_lines.append(line)
+                if self.url is None and (match := _LISTENING.search(line)):
+                    self.url = match.group(1).rstrip("/") + "/"
+                    self._listening.set()
+                if match := _BOOTING.search(line):
+                    self.worker_pids.append(int(match.group(1)))
+            if self._output is not None:
+                self._output.write(line)
+                self._output.flush()
+        self._listening.set()  # gunicorn exited: wake a waiting start()
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self._ready_timeout
+        if not self._listening.wait(self._ready_timeout) or self.url is None:
+            raise GunicornError(f"gunicorn did not start listening{self._tail()}")
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    break
+                try:
+                    if "upstream" in client.get(self.url + "health").json():
+                        return
+                except (httpx.HTTPError, ValueError, TypeError):
+                    pass
+                time.sleep(0.02)
+        raise GunicornError(f"gunicorn at {self.url} did not become ready{self._tail()}")
+
+    def _tail(self, lines: int = 15) -> str:
+        with self._lock:
+            tail = "".join(list(self.log_lines)[-lines:])
+        return f"; its log ends with:\n{tail}" if tail else ""
+
+    def send_signal(self, signum: int) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signum)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for gunicorn to exit; ``subprocess.TimeoutExpired`` after ``timeout``."""
+        if self._proc is None:
+            raise LifecycleError("gunicorn was not started")
+        code = self._proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(5.0)
+        return code
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Send ``signum`` (SIGTERM: graceful), wait, kill if needed; the exit code."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self.send_signal(signum)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("gunicorn pid %d did not stop in %.0f s; killing", self.pid, timeout)
+                self._proc.kill()
+                self._proc.wait()
+        return self.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
