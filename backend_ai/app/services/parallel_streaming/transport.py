@@ -16,6 +16,9 @@ Cancellation is central to backend_ai, so this module fixes it where it happens:
   id and sending its headers happen as one step: httpcore does neither, which lets concurrent
   threads corrupt the state or send two requests with the same stream id (httpx #3002, #3072,
   #3324).
+* A graceful GOAWAY (``NO_ERROR``; servers send it after N requests per connection — nginx and
+  hypercorn after 1,000 — or when they restart) lets the streams it covers finish, as RFC 9113
+  §6.8 says: h2 and httpcore otherwise fail every stream still open on that connection.
 
 Only private httpcore names are touched here, and only here; ``setup.cfg`` pins httpcore to the
 1.0.x series this was written and tested against.
@@ -29,7 +32,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import h2.connection
 import h2.errors
@@ -37,6 +40,7 @@ import h2.events
 import h2.exceptions
 import httpcore
 import httpx
+from httpcore._exceptions import ConnectionNotAvailable
 from httpcore._sync.connection import HTTPConnection
 from httpcore._sync.http2 import HTTP2Connection
 from httpcore._sync.http11 import HTTP11Connection
@@ -177,20 +181,93 @@ class _SerializedH2State:
             self._opening.release()
 
 
+_Inputs = h2.connection.ConnectionInputs
+_CLOSED = h2.connection.ConnectionState.CLOSED
+
+
+class _GracefulGoawayStateMachine(h2.connection.H2ConnectionStateMachine):
+    """h2's connection state machine, except that a closed connection (after GOAWAY) still
+    takes the frames of streams the server promised to finish; no new stream can open."""
+
+    _transitions: ClassVar[dict[Any, Any]] = {  # type: ignore[misc]
+        **h2.connection.H2ConnectionStateMachine._transitions,
+        **{
+            (_CLOSED, frame_input): (None, _CLOSED)
+            for frame_input in (
+                _Inputs.RECV_HEADERS,
+                _Inputs.RECV_DATA,
+                _Inputs.RECV_WINDOW_UPDATE,
+                _Inputs.RECV_PING,
+                _Inputs.RECV_SETTINGS,
+                _Inputs.RECV_RST_STREAM,
+                _Inputs.RECV_PRIORITY,
+                _Inputs.SEND_WINDOW_UPDATE,
+                _Inputs.SEND_PING,
+                _Inputs.SEND_SETTINGS,
+                _Inputs.SEND_RST_STREAM,
+            )
+        },
+    }
+
+
 class _CancellableHTTP2Connection(HTTP2Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._h2_state.state_machine = _GracefulGoawayStateMachine()
         self._h2_state = _SerializedH2State(self._h2_state)  # type: ignore[assignment]
 
+    def _receive_events(self, request: httpcore.Request, stream_id: int | None = None) -> None:
+        terminated = self._connection_terminated
+        if (
+            terminated is not None
+            and self._went_away_gracefully()
+            and stream_id is not None
+            and stream_id <= (terminated.last_stream_id or 0)
+            and stream_id in self._events
+        ):
+            self._receive_events_after_goaway(request, stream_id)
+            return
+        super()._receive_events(request, stream_id)
+
+    def _receive_events_after_goaway(self, request: httpcore.Request, stream_id: int) -> None:
+        """httpcore's ``_receive_events`` without its "GOAWAY fails every stream" rule."""
+        with self._read_lock:
+            if not self._events.get(stream_id):
+                for event in self._read_incoming_data(request):
+                    if (
+                        isinstance(
+                            event,
+                            h2.events.ResponseReceived
+                            | h2.events.DataReceived
+                            | h2.events.StreamEnded
+                            | h2.events.StreamReset,
+                        )
+                        and event.stream_id in self._events
+                    ):
+                        self._events[event.stream_id].append(event)
+        self._write_outgoing_data(request)
+
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:
+        _current.headers_sent = False
         try:
             return super().handle_request(request)
+        except httpcore.RemoteProtocolError:
+            if self._went_away_gracefully() and not _current.headers_sent:
+                # This request lost the race with the GOAWAY: the server never saw it, so the
+                # pool may send it on another connection.
+                raise ConnectionNotAvailable() from None
+            raise
         finally:
             # Set if the request failed between choosing a stream id and sending its headers.
             self._serialized_state.release_opening()
 
+    def _went_away_gracefully(self) -> bool:
+        terminated = self._connection_terminated
+        return terminated is not None and terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+
     def _send_request_headers(self, request: httpcore.Request, stream_id: int) -> None:
         super()._send_request_headers(request, stream_id)
+        _current.headers_sent = True
         _attach_to_current_scope(functools.partial(self.cancel_stream, stream_id))
 
     @property
