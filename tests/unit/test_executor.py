@@ -1,0 +1,92 @@
+"""The shared section executor: bounded, named threads, explicit lifecycle."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from backend_ai.app.services.parallel_streaming import (
+    ConfigError,
+    SectionExecutor,
+    get_section_executor,
+    shutdown_section_executor,
+)
+from backend_ai.errors import LifecycleError
+
+
+def test_runs_work_on_named_threads():
+    executor = SectionExecutor(2)
+    try:
+        name = executor.submit(lambda: threading.current_thread().name).result(5)
+        assert name.startswith("backend-ai-section")
+    finally:
+        executor.shutdown()
+
+
+def test_is_bounded():
+    executor = SectionExecutor(2)
+    gate = threading.Event()
+    entered = threading.Semaphore(0)
+    counter_lock = threading.Lock()
+    running = {"now": 0, "peak": 0}
+
+    def work() -> None:
+        with counter_lock:
+            running["now"] += 1
+            running["peak"] = max(running["peak"], running["now"])
+        entered.release()
+        gate.wait(10)
+        with counter_lock:
+            running["now"] -= 1
+
+    try:
+        futures = [executor.submit(work) for _ in range(6)]
+        assert entered.acquire(timeout=5)
+        assert entered.acquire(timeout=5)
+        assert not entered.acquire(timeout=0.1)
+        gate.set()
+        for future in futures:
+            future.result(5)
+        assert running["peak"] == 2
+    finally:
+        gate.set()
+        executor.shutdown()
+
+
+def test_shutdown_twice_and_submit_after():
+    executor = SectionExecutor(1)
+    executor.shutdown()
+    executor.shutdown()
+    assert executor.closed
+    with pytest.raises(LifecycleError, match="shut down"):
+        executor.submit(print)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_rejects_bad_sizes(workers):
+    with pytest.raises(ConfigError, match="max_workers"):
+        SectionExecutor(workers)
+
+
+@pytest.mark.parametrize(("raw", "message"), [("many", "integer"), ("0", "at least 1")])
+def test_size_from_environment(raw, message, monkeypatch):
+    monkeypatch.setenv("BACKEND_AI_MAX_WORKERS", raw)
+    with pytest.raises(ConfigError, match=message):
+        SectionExecutor()
+    monkeypatch.setenv("BACKEND_AI_MAX_WORKERS", "3")
+    executor = SectionExecutor()
+    try:
+        assert executor.max_workers == 3
+    finally:
+        executor.shutdown()
+
+
+def test_process_wide_executor_is_shared_and_rebuilt_after_shutdown():
+    first = get_section_executor()
+    assert get_section_executor() is first
+    shutdown_section_executor()
+    assert first.closed
+    second = get_section_executor()
+    assert second is not first
+    assert not second.closed
