@@ -30,7 +30,14 @@ import httpx
 
 from backend_ai.errors import LifecycleError, SimulatorError
 
-from .profile import DEFAULT_PROFILE, FAST_PROFILE, Budget, SimProfile, parse_sim_keys
+from .profile import (
+    DEFAULT_PROFILE,
+    FAST_PROFILE,
+    Budget,
+    SimProfile,
+    parse_budget,
+    parse_sim_keys,
+)
 from .server import ServerInfo
 from .tls import client_ssl_context
 
@@ -73,7 +80,7 @@ class SimulatorProcess:
             parse_sim_keys(sim_keys, source="run_simulator()")
         )
         if isinstance(budget, Mapping):
-            budget = Budget(**budget)
+            budget = parse_budget(budget)
         self.budget: Budget = budget if budget is not None else Budget()
         self.tls = tls
         self.host = host

@@ -34,6 +34,8 @@ def test_run_simulator_starts_answers_and_reaps_the_child():
 def test_bad_default_key_fails_in_the_caller():
     with pytest.raises(SimKeyError, match="ttft"):
         SimulatorProcess(ttft=300)
+    with pytest.raises(SimKeyError, match="rps"):
+        SimulatorProcess(budget={"rps": 3})
 
 
 def test_child_that_cannot_start_raises_simulator_error():
@@ -53,9 +55,12 @@ def test_child_exits_when_its_parent_goes_away():
         assert proc.wait(timeout=10) == 0
 
 
-def test_cli_prints_the_base_url_and_stops_on_sigterm():
+@pytest.mark.parametrize(
+    "command", [["backend_ai.simulator"], ["backend_ai.cli", "simulate"]], ids=["module", "cli"]
+)
+def test_cli_prints_the_base_url_and_stops_on_sigterm(command):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backend_ai.simulator", "--port", "0", "--profile", "fast"],
+        [sys.executable, "-m", *command, "--port", "0", "--profile", "fast"],
         stdout=subprocess.PIPE,
         text=True,
     )
