@@ -201,6 +201,7 @@ class _GracefulGoawayStateMachine(h2.connection.H2ConnectionStateMachine):
                 _Inputs.RECV_SETTINGS,
                 _Inputs.RECV_RST_STREAM,
                 _Inputs.RECV_PRIORITY,
+                _Inputs.SEND_DATA,
                 _Inputs.SEND_WINDOW_UPDATE,
                 _Inputs.SEND_PING,
                 _Inputs.SEND_SETTINGS,
@@ -217,34 +218,33 @@ class _CancellableHTTP2Connection(HTTP2Connection):
         self._h2_state = _SerializedH2State(self._h2_state)  # type: ignore[assignment]
 
     def _receive_events(self, request: httpcore.Request, stream_id: int | None = None) -> None:
-        terminated = self._connection_terminated
-        if (
-            terminated is not None
-            and self._went_away_gracefully()
-            and stream_id is not None
-            and stream_id <= (terminated.last_stream_id or 0)
-            and stream_id in self._events
-        ):
-            self._receive_events_after_goaway(request, stream_id)
-            return
-        super()._receive_events(request, stream_id)
-
-    def _receive_events_after_goaway(self, request: httpcore.Request, stream_id: int) -> None:
-        """httpcore's ``_receive_events`` without its "GOAWAY fails every stream" rule."""
+        """httpcore's ``_receive_events``, except that after a graceful GOAWAY the streams it
+        covers keep reading instead of all failing. The check happens under the read lock:
+        the GOAWAY may arrive while this thread waits for it."""
         with self._read_lock:
-            if not self._events.get(stream_id):
+            terminated = self._connection_terminated
+            if terminated is not None:
+                last_stream_id = terminated.last_stream_id
+                if stream_id and last_stream_id and stream_id > last_stream_id:
+                    self._request_count -= 1
+                    raise ConnectionNotAvailable()
+                if not (self._went_away_gracefully() and stream_id in self._events):
+                    raise httpcore.RemoteProtocolError(terminated)
+            if stream_id is None or not self._events.get(stream_id):
                 for event in self._read_incoming_data(request):
-                    if (
-                        isinstance(
-                            event,
-                            h2.events.ResponseReceived
-                            | h2.events.DataReceived
-                            | h2.events.StreamEnded
-                            | h2.events.StreamReset,
-                        )
-                        and event.stream_id in self._events
+                    if isinstance(event, h2.events.RemoteSettingsChanged):
+                        self._receive_remote_settings_change(event)
+                    elif isinstance(
+                        event,
+                        h2.events.ResponseReceived
+                        | h2.events.DataReceived
+                        | h2.events.StreamEnded
+                        | h2.events.StreamReset,
                     ):
-                        self._events[event.stream_id].append(event)
+                        if event.stream_id in self._events:
+                            self._events[event.stream_id].append(event)
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        self._connection_terminated = event
         self._write_outgoing_data(request)
 
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:

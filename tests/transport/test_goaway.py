@@ -1,0 +1,137 @@
+"""Regression: a graceful GOAWAY must let the streams it covers finish (RFC 9113 §6.8).
+
+Stock httpcore fails every stream still open on a connection once the server sends GOAWAY, even
+with NO_ERROR — which nginx does after 1,000 requests per connection and every server does on a
+graceful restart. The simulator (hypercorn, python-h2) cannot send a graceful GOAWAY and keep
+streaming, so this test serves HTTP/2 by hand: two streams get half their body, then GOAWAY
+(NO_ERROR, covering both), then the rest; a request made afterwards must go to a new connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+
+from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
+from backend_ai.app.services.parallel_streaming.transport import _GracefulGoawayStateMachine
+
+
+class _ServerStateMachine(_GracefulGoawayStateMachine):
+    """The server side may still send response headers on streams its GOAWAY covers."""
+
+    _transitions = {  # noqa: RUF012 - the same table h2 keeps as a class attribute
+        **_GracefulGoawayStateMachine._transitions,
+        (h2.connection.ConnectionState.CLOSED, h2.connection.ConnectionInputs.SEND_HEADERS): (
+            None,
+            h2.connection.ConnectionState.CLOSED,
+        ),
+    }
+
+
+class _GoawayServer:
+    """Serves each connection's first two streams around a GOAWAY; later connections normally."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.connections = 0
+        self.errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            thread = threading.Thread(
+                target=self._serve, args=(sock, self.connections == 1), daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, sock: socket.socket, send_goaway: bool) -> None:
+        try:
+            self._serve_streams(sock, send_goaway)
+        except BaseException as exc:  # surfaced by the test, not lost in a thread
+            self.errors.append(exc)
+
+    def _serve_streams(self, sock: socket.socket, send_goaway: bool) -> None:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.state_machine = _ServerStateMachine()
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        waiting: list[int] = []
+        open_streams = 0
+        with sock:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        waiting.append(event.stream_id)
+                        open_streams += 1
+                if (send_goaway and len(waiting) == 2) or (not send_goaway and waiting):
+                    for stream_id in waiting:
+                        conn.send_headers(stream_id, [(":status", "200")])
+                        conn.send_data(stream_id, b"first half;")
+                    if send_goaway:
+                        conn.close_connection(last_stream_id=max(waiting))
+                    sock.sendall(conn.data_to_send())
+                    for stream_id in waiting:
+                        conn.send_data(stream_id, b"second half", end_stream=True)
+                        open_streams -= 1
+                    waiting = []
+                sock.sendall(conn.data_to_send())
+                if send_goaway and open_streams == 0 and conn.state_machine.state.name == "CLOSED":
+                    return
+
+    def close(self) -> None:
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+@pytest.fixture
+def goaway_server() -> Iterator[_GoawayServer]:
+    server = _GoawayServer()
+    yield server
+    server.close()
+
+
+def test_streams_covered_by_a_graceful_goaway_finish_and_later_requests_reconnect(
+    goaway_server: _GoawayServer,
+) -> None:
+    client = build_http_client(PoolSettings(http2_prior_knowledge=True))
+    url = f"http://127.0.0.1:{goaway_server.port}/"
+    bodies: dict[int, bytes | BaseException] = {}
+
+    def fetch(index: int) -> None:
+        try:
+            with client.stream("GET", url) as response:
+                bodies[index] = response.read()
+        except Exception as exc:  # recorded and asserted on below
+            bodies[index] = exc
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
+    with client:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert bodies == {0: b"first half;second half", 1: b"first half;second half"}
+
+        after = client.get(url)
+        assert after.content == b"first half;second half"
+    assert goaway_server.connections == 2
+    assert goaway_server.errors == []
