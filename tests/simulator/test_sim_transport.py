@@ -32,7 +32,7 @@ def test_nine_concurrent_streams_share_one_http2_connection(h2_client, simulator
             messages=MESSAGES,
             stream=True,
             # headers come at once, content after ttft: all 9 are open before any finishes
-            extra_body={"sim": {"ttft_ms": 1000, "tag": f"m{index}"}},
+            extra_body={"sim": {"ttft_ms": 2000, "tag": f"m{index}"}},
         )
         barrier.wait()
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
