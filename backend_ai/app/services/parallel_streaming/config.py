@@ -6,6 +6,7 @@ any thread starts or any byte is produced — with a message that says what is a
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,7 +103,12 @@ def validate_configs(configs: Iterable[StreamConfig]) -> tuple[StreamConfig, ...
 def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         allowed = "a positive number or None" if allow_none else "a positive number"
         raise ConfigError(f"{name} must be {allowed}, got {value!r}")
 
@@ -154,7 +160,11 @@ class RunOptions:
             raise ConfigError(f"queue_size must be an integer, got {self.queue_size!r}")
         if self.queue_size < 1:
             raise ConfigError(f"queue_size must be at least 1, got {self.queue_size}")
-        if not isinstance(self.max_rate_limit_retries, int) or self.max_rate_limit_retries < 0:
+        if (
+            isinstance(self.max_rate_limit_retries, bool)
+            or not isinstance(self.max_rate_limit_retries, int)
+            or self.max_rate_limit_retries < 0
+        ):
             raise ConfigError(
                 "max_rate_limit_retries must be a non-negative integer, "
                 f"got {self.max_rate_limit_retries!r}"

@@ -213,7 +213,7 @@ class _Run:
     def _on_rate_limited(self, item: RateLimited, now: float) -> Event:
         state = self.states[item.section]
         state.rate_limited += 1
-        if state.rate_limited > self.options.max_rate_limit_retries + 1:
+        if state.rate_limited > self.options.max_rate_limit_retries:
             return SectionError(
                 section=item.section,
                 code=ErrorCode.RATE_LIMITED,
@@ -318,8 +318,10 @@ class _Run:
                         yield Heartbeat()
                     self._schedule(now)
                     next_tick = now + self.tick_s
-                wait_s = next_tick - now if self.running else self._idle_wait(now)
-                item = get(wait_s if wait_s > 0 else 0)
+                if not self.running:
+                    self._schedule(now)  # e.g. the rate-limit wait just ended
+                wake_at = next_tick if self.running else min(next_tick, self.resume_at)
+                item = get(max(0.0, wake_at - now))
                 now = monotonic()
                 if item is None:
                     continue
@@ -365,10 +367,6 @@ class _Run:
             self._record(item, started)
         assert isinstance(item, Event), f"unexpected item on a run channel: {item!r}"
         return item
-
-    def _idle_wait(self, now: float) -> float:
-        """Nothing runs: sleep until the fallback may resume, or the next tick."""
-        return max(0.0, min(self.resume_at - now, self.tick_s))
 
     def _record(self, event: Event, started: float) -> None:
         if isinstance(event, SectionDone):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class _Series:
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an already sorted, non-empty list."""
-    index = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values) + 0.5) - 1))
+    index = max(0, min(len(sorted_values) - 1, math.ceil(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
 
 

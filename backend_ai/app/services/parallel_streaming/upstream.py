@@ -4,8 +4,9 @@ The hot path reads the response's raw bytes and parses each ``data:`` payload wi
 instead of going through the SDK's typed ``ChatCompletionChunk`` objects: measured here, the
 typed stream costs about 70 µs of CPU per chunk against about 9 µs for raw lines, and CPU per
 chunk is how many users a core can serve. The SDK still builds, authenticates and sends the
-request and raises its typed errors for non-2xx answers; those, and transport errors, are
-translated here — once — into an ``ErrorCode`` and a short message that is safe to show.
+request and raises its typed errors for non-2xx answers; those, and transport errors (from
+``httpx`` for the pooled client, from ``httpx2`` for the SDK's default one), are translated
+here — once — into an ``ErrorCode`` and a short message that is safe to show.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 import httpx
+import httpx2
 import openai
 
 from backend_ai.app.services.parallel_streaming.events import ErrorCode
@@ -122,9 +124,9 @@ def translate_exception(exc: BaseException, secrets: Iterable[str] = ()) -> tupl
     elif isinstance(exc, openai.APIStatusError):
         code = ErrorCode.UPSTREAM_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST
         message = _status_message(exc)
-    elif isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+    elif isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | httpx2.TimeoutException):
         code, message = ErrorCode.TIMEOUT, "the upstream did not answer in time"
-    elif isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    elif isinstance(exc, openai.APIConnectionError | httpx.TransportError | httpx2.TransportError):
         code = ErrorCode.CONNECTION_ERROR
         message = f"connection to the upstream failed ({type(exc).__name__})"
     elif isinstance(exc, MalformedChunkError):

@@ -147,32 +147,35 @@ def run_section(
         ):
             for received in raw.http_response.iter_bytes():
                 batch: list[ContentChunk] = []
-                for data in parser.feed(received):
-                    if data == b"[DONE]":
-                        break
-                    payload = _decode(data)
-                    if payload.get("error"):
-                        error = payload["error"]
-                        detail = error.get("message") if isinstance(error, dict) else error
-                        raise UpstreamStreamError(str(detail))
-                    for choice in payload.get("choices") or ():
-                        delta = choice.get("delta")
-                        content = delta.get("content") if delta else None
-                        if content:
-                            batch.append(ContentChunk(section, seq, content))
-                            seq += 1
-                            chars += len(content)
-                        if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
-                    if payload.get("usage"):
-                        usage = _usage(payload["usage"])
-                now = time.monotonic()
-                state.last_activity = now
-                if batch:
-                    if ttft_ms is None:
-                        ttft_ms = (now - started) * 1000
-                    if not channel.put_chunks(batch, state):
-                        raise _Cancelled
+                try:
+                    for data in parser.feed(received):
+                        if data == b"[DONE]":
+                            break
+                        payload = _decode(data)
+                        if payload.get("error"):
+                            error = payload["error"]
+                            detail = error.get("message") if isinstance(error, dict) else error
+                            raise UpstreamStreamError(str(detail))
+                        for choice in payload.get("choices") or ():
+                            delta = choice.get("delta")
+                            content = delta.get("content") if delta else None
+                            if content:
+                                batch.append(ContentChunk(section, seq, content))
+                                seq += 1
+                                chars += len(content)
+                            if choice.get("finish_reason"):
+                                finish_reason = choice["finish_reason"]
+                        if payload.get("usage"):
+                            usage = _usage(payload["usage"])
+                finally:
+                    # Chunks read before a bad payload in the same read are still delivered.
+                    now = time.monotonic()
+                    state.last_activity = now
+                    if batch:
+                        if ttft_ms is None:
+                            ttft_ms = (now - started) * 1000
+                        if not channel.put_chunks(batch, state):
+                            raise _Cancelled  # cancellation outranks the error
             # Read to the end: nothing is left to cancel, and the connection may be reused.
             scope.close()
         state.chunks = seq
