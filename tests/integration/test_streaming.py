@@ -1,0 +1,251 @@
+"""The streaming routes on the Flask test client against the simulator: protocol, modes,
+failure isolation, heartbeats, history, metrics."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from backend_ai.app.extension import get_state
+from backend_ai.simulator import SimulatorProcess
+
+from .conftest import SECRET_KEY, MakeApp
+from .sse_client import Frame, check_protocol, data_events, parse_frames
+
+DREAM_SECTIONS = ["summary", "symbols", "recommendations"]
+ICHING_SECTIONS = ["hexagram", "interpretation", "guidance"]
+MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-4.1-mini"]
+
+ROUTES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("/dream/interpret-stream", {"dream": "I was flying over a city"}, DREAM_SECTIONS),
+    (
+        "/iching/reading-stream",
+        {"question": "Should I move?", "hexagram": 7},
+        ICHING_SECTIONS,
+    ),
+    ("/iching/reading-stream", {"question": "Should I move?"}, ICHING_SECTIONS),
+    ("/tarot/three-card-stream", {"question": "What now?"}, ["reading"]),
+    ("/tarot/celtic-cross-stream", {"question": "What now?"}, ["reading"]),
+    ("/compare/stream", {"prompt": "Say hi", "models": MODELS}, MODELS),
+]  # fmt: skip
+
+
+def stream(client: FlaskClient, route: str, body: dict[str, Any]) -> list[Frame]:
+    response = client.post(route, json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert len(response.headers["X-Request-Id"]) == 32
+    return parse_frames(response.get_data(as_text=True))
+
+
+@pytest.mark.parametrize(("route", "body", "sections"), ROUTES)
+def test_route_streams_every_section_by_the_protocol(
+    sim_client: FlaskClient, route: str, body: dict[str, Any], sections: list[str]
+) -> None:
+    frames = stream(sim_client, route, body)
+    texts = check_protocol(frames)
+    events = data_events(frames)
+    assert events[0]["sections"] == sections
+    assert events[-1]["completed"]
+    assert sorted(events[-1]["completed"]) == sorted(sections)
+    assert all(texts[name] for name in sections)
+
+
+def test_compare_gives_each_model_its_own_section(sim_client: FlaskClient) -> None:
+    frames = stream(sim_client, "/compare/stream", {"prompt": "Say hi", "models": MODELS})
+    starts = [e for e in data_events(frames) if e["type"] == "section_start"]
+    assert {e["section"]: e["model"] for e in starts} == {m: m for m in MODELS}
+
+
+def test_sections_use_the_configured_model_per_preset(make_app: MakeApp, simulator: Any) -> None:
+    app = make_app(
+        openai_base_url=simulator.base_url,
+        upstream_is_simulator=True,
+        models={"simple": "gpt-4.1-mini", "medium": "gpt-4.1", "complex": "o4-mini"},
+    )
+    frames = stream(app.test_client(), "/dream/interpret-stream", {"dream": "a dream"})
+    starts = {e["section"]: e["model"] for e in data_events(frames) if e["type"] == "section_start"}
+    assert starts == {
+        "summary": "gpt-4.1-mini",
+        "symbols": "gpt-4.1",
+        "recommendations": "gpt-4.1-mini",
+    }
+
+
+def _slow_first(mode: str) -> dict[str, Any]:
+    return {
+        "dream": "a dream",
+        "mode": mode,
+        "sim": {"ttft_ms": 5, "itl_ms": 1, "tokens": 8},
+        "sim_sections": {"summary": {"ttft_ms": 300}},
+    }
+
+
+def _chunk_sections(frames: list[Frame]) -> list[str]:
+    return [e["section"] for e in data_events(frames) if e["type"] == "chunk"]
+
+
+def test_interleaved_mode_sends_chunks_as_they_arrive(sim_client: FlaskClient) -> None:
+    frames = stream(sim_client, "/dream/interpret-stream", _slow_first("interleaved"))
+    check_protocol(frames)
+    order = _chunk_sections(frames)
+    assert order[0] != "summary"  # the slow first section does not hold the others back
+    assert order[-1] == "summary"
+
+
+def test_ordered_mode_sends_sections_in_request_order(sim_client: FlaskClient) -> None:
+    frames = stream(sim_client, "/dream/interpret-stream", _slow_first("ordered"))
+    check_protocol(frames)
+    order = _chunk_sections(frames)
+    rank = [DREAM_SECTIONS.index(name) for name in order]
+    assert rank == sorted(rank)
+    assert order[0] == "summary"
+
+
+def test_one_failing_section_does_not_stop_the_others(sim_client: FlaskClient) -> None:
+    body = {
+        "dream": "a dream",
+        "sim_sections": {"symbols": {"status": 500}, "recommendations": {"error_after": 3}},
+    }
+    frames = stream(sim_client, "/dream/interpret-stream", body)
+    texts = check_protocol(frames)
+    events = data_events(frames)
+    errors = {e["section"]: e for e in events if e["type"] == "error"}
+    assert errors["symbols"]["code"] == "upstream_error"
+    assert errors["symbols"]["chunks"] == 0
+    assert errors["recommendations"]["code"] == "upstream_error"
+    assert errors["recommendations"]["chunks"] == 3
+    assert texts["recommendations"]  # chunks before the error stay delivered
+    assert events[-1]["completed"] == ["summary"]
+    assert SECRET_KEY not in str(events)
+
+
+def test_heartbeats_flow_while_the_upstream_is_silent(make_app: MakeApp, simulator: Any) -> None:
+    app = make_app(openai_base_url=simulator.base_url, upstream_is_simulator=True, heartbeat_s=0.05)
+    body = {"dream": "a dream", "sim": {"ttft_ms": 400}}
+    frames = stream(app.test_client(), "/dream/interpret-stream", body)
+    check_protocol(frames)
+    first_chunk = next(i for i, f in enumerate(frames) if f.type == "chunk")
+    pings = [f for f in frames[:first_chunk] if f.comment == "ping"]
+    assert len(pings) >= 3, [f.type for f in frames[:first_chunk]]
+
+
+def test_start_goes_out_before_any_upstream_call(
+    sim_client: FlaskClient, simulator: SimulatorProcess
+) -> None:
+    response = sim_client.post("/dream/interpret-stream", json={"dream": "a dream"}, buffered=False)
+    body = iter(response.response)
+    first = next(body)
+    assert first.startswith(b'data: {"type":"start"')
+    assert simulator.stats(records=False)["requests_total"] == 0
+    rest = b"".join(body)
+    response.close()
+    check_protocol(parse_frames((first + rest).decode()))
+    assert simulator.stats(records=False)["requests_total"] == 3
+
+
+def test_history_saves_each_reading_after_the_stream(sim_app: Flask) -> None:
+    client = sim_app.test_client()
+    frames = stream(client, "/dream/interpret-stream", {"dream": "I was flying"})
+    texts = check_protocol(frames)
+    store = get_state(sim_app).history
+    assert store is not None
+    assert store.flush(5.0)
+    readings = client.get("/history?limit=5").get_json()["readings"]
+    assert len(readings) == 1
+    reading = readings[0]
+    assert reading["route"] == "dream"
+    assert reading["request_id"] == data_events(frames)[0]["request_id"]
+    assert reading["input"] == {"dream": "I was flying"}
+    assert reading["cancelled"] is False
+    assert {name: s["text"] for name, s in reading["sections"].items()} == texts
+    assert all(s["status"] == "done" for s in reading["sections"].values())
+    assert all(s["ttft_ms"] > 0 for s in reading["sections"].values())
+
+
+def test_history_lists_newest_first_and_honours_the_limit(sim_app: Flask) -> None:
+    client = sim_app.test_client()
+    for question in ("one", "two", "three"):
+        stream(client, "/tarot/single-card-stream", {"question": question})
+    store = get_state(sim_app).history
+    assert store is not None
+    assert store.flush(5.0)
+    readings = client.get("/history?limit=2").get_json()["readings"]
+    assert [r["input"]["question"] for r in readings] == ["three", "two"]
+    assert len(readings[0]["input"]["cards"]) == 1
+
+
+def test_a_broken_history_database_never_breaks_a_stream(
+    make_app: MakeApp, simulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A directory cannot be opened as a SQLite file: every write fails.
+    app = make_app(
+        openai_base_url=simulator.base_url,
+        upstream_is_simulator=True,
+        history_db_path=str(tmp_path),
+    )
+    with caplog.at_level(logging.WARNING):
+        frames = stream(app.test_client(), "/dream/interpret-stream", {"dream": "a dream"})
+        check_protocol(frames)
+        store = get_state(app).history
+        assert store is not None
+        assert store.flush(5.0)
+    assert store.failed == 1
+    assert "history write failed" in caplog.text
+    assert str(tmp_path) not in caplog.text
+    assert SECRET_KEY not in caplog.text
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels} in /metrics")
+
+
+def test_metrics_count_runs_sections_errors_and_latencies(sim_client: FlaskClient) -> None:
+    stream(sim_client, "/dream/interpret-stream", {"dream": "a dream"})
+    stream(
+        sim_client,
+        "/compare/stream",
+        {"prompt": "p", "models": MODELS, "sim_sections": {"gpt-4o": {"status": 503}}},
+    )
+    response = sim_client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    assert _metric(text, "backend_ai_runs_total", route="dream", outcome="ok") == 1
+    assert _metric(text, "backend_ai_runs_total", route="compare", outcome="partial") == 1
+    assert _metric(text, "backend_ai_sections_total", route="dream", outcome="done") == 3
+    assert _metric(text, "backend_ai_sections_total", route="compare", outcome="error") == 1
+    assert _metric(text, "backend_ai_section_errors_total", code="upstream_error") == 1
+    assert _metric(text, "backend_ai_section_ttft_seconds_count", route="dream") == 3
+    assert _metric(text, "backend_ai_first_byte_seconds_count", route="compare") == 1
+    assert _metric(text, "backend_ai_active_streams") == 0
+    assert _metric(text, "backend_ai_chunks_total", route="dream") > 0
+    assert (
+        _metric(
+            text,
+            "backend_ai_http_requests_total",
+            endpoint="dream.interpret_stream",
+            status="200",
+        )
+        == 1
+    )
+
+
+def test_stats_reports_the_engines_per_section_numbers(sim_client: FlaskClient) -> None:
+    stream(sim_client, "/dream/interpret-stream", {"dream": "a dream"})
+    stats = sim_client.get("/stats").get_json()
+    for name in DREAM_SECTIONS:
+        assert stats[name]["count"] >= 1
+        assert stats[name]["avg_time_ms"] > 0
