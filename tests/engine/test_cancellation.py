@@ -1,0 +1,167 @@
+"""Closing a run (what a WSGI server does when the client goes) closes every upstream stream.
+
+The simulator records when it saw each client go; those times are compared with the time of
+``close()`` on the same machine's clock (the issue's bound is 100 ms). Right after ``close()``
+returns, no thread may still be inside a section worker.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from backend_ai.app.services.parallel_streaming import (
+    ContentChunk,
+    ErrorCode,
+    RunDone,
+    RunOptions,
+    SectionError,
+    SectionStarted,
+)
+from backend_ai.errors import LifecycleError
+
+from .conftest import H1, H2
+from .helpers import assert_well_formed, collect, ends, plain, section, threads_in_run_section
+
+NAMES = ("a", "b", "c")
+DISCONNECT_BOUND_S = 0.1
+
+SCENARIOS = {
+    # mid-stream: tokens keep coming every 20 ms
+    "streaming": {"ttft_ms": 20, "itl_ms": 20, "tokens": 500},
+    # the upstream stalls after two chunks, for far longer than the test
+    "stalled": {"ttft_ms": 20, "itl_ms": 2, "tokens": 50, "stall_after": 2, "stall_s": 60},
+    # the upstream has not even answered with headers yet
+    "awaiting-headers": {"header_delay_ms": 60_000},
+}
+
+
+def _open_run(manager, simulator, scenario):
+    """Start a run and bring it to the scenario's state; return the suspended generator."""
+    configs = [section(name, **SCENARIOS[scenario]) for name in NAMES]
+    events = manager.stream(configs)
+    if scenario == "streaming":
+        seen: Counter[str] = Counter()
+        for event in events:
+            if isinstance(event, ContentChunk):
+                seen[event.section] += 1
+            if len(seen) == len(NAMES) and min(seen.values()) >= 2:
+                break
+        assert simulator.stats(records=False)["disconnects"] == []
+        return events
+    started = 0
+    for event in events:
+        started += isinstance(event, SectionStarted)
+        if started == len(NAMES):
+            break
+    # The consumer stays paused; the upstream side tells when the state is reached.
+    if scenario == "stalled":
+        simulator.wait_for_stats(lambda s: s["chunks_sent"] == 2 * len(NAMES))
+    else:
+        simulator.wait_for_stats(lambda s: s["requests_total"] == len(NAMES))
+    assert simulator.stats(records=False)["disconnects"] == []
+    return events
+
+
+def _assert_upstream_saw_every_close(simulator, closed_at, count):
+    stats = simulator.wait_for_stats(lambda s: len(s["disconnects"]) >= count, timeout=5.0)
+    assert sorted(d["tag"] for d in stats["disconnects"]) == sorted(NAMES)[:count]
+    for disconnect in stats["disconnects"]:
+        lag = disconnect["t"] - closed_at
+        assert -0.01 < lag < DISCONNECT_BOUND_S, f"{disconnect['tag']}: seen {lag * 1000:.0f} ms"
+    return stats
+
+
+@pytest.mark.parametrize("settings", [H2, H1], ids=["h2", "http1.1"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_close_cancels_every_upstream_stream(
+    scenario, settings, make_client, make_manager, simulator
+):
+    manager = make_manager(make_client(settings))
+    events = _open_run(manager, simulator, scenario)
+
+    closed_at = time.time()
+    events.close()
+    # close() returns only once every worker has left its thread.
+    assert threads_in_run_section() == []
+
+    _assert_upstream_saw_every_close(simulator, closed_at, len(NAMES))
+    stats = simulator.stats(records=False)
+    assert stats["streams_active"] == 0
+    # The pool is fine afterwards: a new run on the same client completes.
+    after = plain(collect(manager.stream([section("after")])))
+    assert assert_well_formed(after, ["after"]).completed == ("after",)
+    if settings is H2:
+        assert simulator.stats(records=False)["connections_accepted"] == 1
+
+
+def test_closing_the_sse_frames_closes_the_run(manager, simulator):
+    configs = [section(name, **SCENARIOS["streaming"]) for name in NAMES]
+    frames = manager.stream_sse(configs)
+    chunk_frames = 0
+    for frame in frames:
+        chunk_frames += '"type":"chunk"' in frame
+        if chunk_frames >= 6:
+            break
+    closed_at = time.time()
+    frames.close()  # what a WSGI server calls on the response iterable
+    assert threads_in_run_section() == []
+    _assert_upstream_saw_every_close(simulator, closed_at, len(NAMES))
+
+
+def test_a_run_closed_before_it_started_sends_nothing(manager, simulator):
+    events = manager.stream([section("a"), section("b")])
+    events.close()
+    assert simulator.stats(records=False)["requests_total"] == 0
+
+
+def test_manager_close_winds_open_runs_down_with_done(manager, simulator):
+    configs = [section(name, **SCENARIOS["streaming"]) for name in NAMES]
+    received: list = []
+
+    def consume() -> None:
+        received.extend(plain(collect(manager.stream(configs))))
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    simulator.wait_for_stats(lambda s: s["chunks_sent"] >= 2 * len(NAMES))
+
+    closed_at = time.time()
+    manager.close()
+    consumer.join(5)
+    assert not consumer.is_alive(), "the run did not end after manager.close()"
+    assert threads_in_run_section() == []
+
+    done = assert_well_formed(received, NAMES)
+    assert isinstance(received[-1], RunDone)
+    assert done.cancelled is True
+    assert set(done.failed) == set(NAMES)
+    for error in ends(received).values():
+        assert isinstance(error, SectionError)
+        assert error.code is ErrorCode.CANCELLED
+    _assert_upstream_saw_every_close(simulator, closed_at, len(NAMES))
+
+    with pytest.raises(LifecycleError):
+        manager.stream([section("late")])
+    manager.close()  # safe twice
+
+
+def test_manager_close_ends_sections_that_never_started(make_manager, simulator):
+    manager = make_manager(options=RunOptions(max_parallel=1))
+    configs = [section(name, **SCENARIOS["streaming"]) for name in NAMES]
+    events = manager.stream(configs)
+    seen = []
+    for event in events:
+        seen.append(event)
+        if isinstance(event, ContentChunk):
+            break
+    manager.close()
+    seen.extend(events)
+    done = assert_well_formed(seen, NAMES)
+    assert done.cancelled is True
+    assert {e.code for e in ends(seen).values()} == {ErrorCode.CANCELLED}
+    # Only the first section ever reached the upstream.
+    assert simulator.stats(records=False)["requests_total"] == 1
