@@ -183,6 +183,8 @@ class GunicornProcess:
         code = self._proc.wait(timeout)
         if self._reader is not None:
             self._reader.join(5.0)
+        if self._proc.stderr is not None and (self._reader is None or not self._reader.is_alive()):
+            self._proc.stderr.close()
         return code
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
