@@ -1,0 +1,173 @@
+"""``backend-ai serve`` end to end: the embedded simulator when no key is set, clean stops.
+
+These run the real command in a child process, as a user would, with neither
+``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL`` in its environment.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .sse_client import check_protocol, data_events, parse_frames
+
+_READY = re.compile(r"embedded simulator \((http://[^)]+)\); open (http://\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Serve:
+    """A running ``backend-ai serve`` and the lines it logged."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
+        env["BACKEND_AI_HISTORY_DB"] = str(tmp_path / "history.sqlite3")
+        self.port = free_port()
+        command = [sys.executable, "-m", "backend_ai.cli", "serve", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*command, "--workers", "1", "--threads", "8"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if match := pattern.search(line):
+                return match
+        raise AssertionError(f"serve never logged {pattern.pattern!r}:\n{''.join(self.log)}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    started = Serve(tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.mark.slow
+def test_serve_without_a_key_runs_on_the_embedded_simulator_and_stops_cleanly(
+    serve: Serve,
+) -> None:
+    match = serve.wait_for(_READY, timeout=60)
+    page = match.group(2)
+    assert page == f"http://127.0.0.1:{serve.port}/"
+    assert sum("embedded simulator" in line for line in serve.log) == 1
+    with httpx.Client(timeout=30) as http:
+        html = http.get(page)
+        assert html.status_code == 200
+        assert "text/html" in html.headers["content-type"]
+        assert http.get(page + "health").json()["upstream"] == "simulator"
+        response = http.post(page + "dream/interpret-stream", json={"dream": "a lighthouse"})
+    frames = parse_frames(response.text)
+    texts = check_protocol(frames)
+    done = data_events(frames)[-1]
+    assert sorted(done["completed"]) == ["recommendations", "summary", "symbols"]
+    assert all(texts.values())
+
+    children = descendants(serve.proc.pid)
+    assert len(children) >= 3  # simulator, gunicorn master, a worker
+    serve.proc.send_signal(signal.SIGINT)
+    assert serve.proc.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in children if alive(pid)], "serve left processes behind"
+
+
+@pytest.mark.slow
+def test_a_killed_serve_leaves_no_orphans(serve: Serve) -> None:
+    serve.wait_for(_READY, timeout=60)
+    children = descendants(serve.proc.pid)
+    assert len(children) >= 3
+    serve.proc.kill()  # no chance to clean up: the children must notice on their own
+    serve.proc.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in children if alive(pid)], "orphans left after kill -9"
+
+
+def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
+    env["BACKEND_AI_HEARTBEAT_S"] = "soon"
+    result = subprocess.run(
+        [sys.executable, "-m", "backend_ai.cli", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "BACKEND_AI_HEARTBEAT_S" in result.stderr
+    assert "Traceback" not in result.stderr
