@@ -292,8 +292,9 @@ async def _stream(
             deadline += clock.seconds(profile.itl_ms)
         deadline += stall
         await sleep_until(deadline)
+        late = loop.time() - deadline
         await exchange.body(encoder.content(tokens[sent]))
-        state.stats.chunk_sent(record)
+        state.stats.chunk_sent(record, late)
 
     tail = encoder.finish(finish_reason)
     if request.include_usage:

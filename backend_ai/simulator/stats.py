@@ -10,16 +10,64 @@ streams_faulted + (stream disconnects)`` at every snapshot.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_REQUEST_RECORDS", "ConnectionRecord", "RequestRecord", "SimStats"]
+__all__ = [
+    "MAX_REQUEST_RECORDS",
+    "ConnectionRecord",
+    "LatenessHistogram",
+    "RequestRecord",
+    "SimStats",
+]
 
 MAX_REQUEST_RECORDS = 10_000
 """Per-request records kept (oldest dropped first) so a long load test cannot exhaust memory."""
+
+
+class LatenessHistogram:
+    """How late the simulator sent chunks against its own schedule: its timing accuracy.
+
+    A benchmark reads this to prove it measured the client, not an overloaded simulator.
+    Fixed buckets keep the cost per chunk constant; percentiles are reported as the upper edge
+    of their bucket, so they are upper bounds.
+    """
+
+    EDGES_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.EDGES_MS) + 1)
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+
+    def add(self, late_s: float) -> None:
+        late_ms = max(0.0, late_s * 1000.0)
+        self.total_ms += late_ms
+        self.max_ms = max(self.max_ms, late_ms)
+        self.counts[bisect.bisect_left(self.EDGES_MS, late_ms)] += 1
+
+    def _percentile(self, q: float, samples: int) -> float:
+        rank = q * samples
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank and count:
+                return float(self.EDGES_MS[index]) if index < len(self.EDGES_MS) else self.max_ms
+        return 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        samples = sum(self.counts)
+        return {
+            "samples": samples,
+            "mean_ms": self.total_ms / samples if samples else 0.0,
+            "p50_ms": self._percentile(0.50, samples),
+            "p99_ms": self._percentile(0.99, samples),
+            "max_ms": self.max_ms,
+        }
 
 
 @dataclass
@@ -97,6 +145,7 @@ class SimStats:
         self.streams_completed = 0
         self.streams_faulted = 0
         self.chunks_sent = 0
+        self.lateness = LatenessHistogram()
         self.disconnects: list[dict[str, Any]] = []
         self.records: deque[RequestRecord] = deque(maxlen=MAX_REQUEST_RECORDS)
         self.reset_at = time.time()
@@ -164,12 +213,14 @@ class SimStats:
         self.streams_active += 1
         self.streams_active_max = max(self.streams_active_max, self.streams_active)
 
-    def chunk_sent(self, record: RequestRecord) -> None:
+    def chunk_sent(self, record: RequestRecord, late_s: float) -> None:
+        """A content chunk went out ``late_s`` seconds after its scheduled time."""
         if record.chunks_sent == 0:
             record.t_first_token = time.time()
         record.chunks_sent += 1
         if record.extra.get("epoch") is self._epoch:
             self.chunks_sent += 1
+            self.lateness.add(late_s)
 
     # -- reporting -----------------------------------------------------------------------------
     def snapshot(self, *, include_records: bool = True) -> dict[str, Any]:
@@ -187,6 +238,7 @@ class SimStats:
             "streams_completed": self.streams_completed,
             "streams_faulted": self.streams_faulted,
             "chunks_sent": self.chunks_sent,
+            "chunk_lateness": self.lateness.as_dict(),
             "disconnects": list(self.disconnects),
         }
         if include_records:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import statistics
 import time
 
 import httpx
@@ -113,6 +112,7 @@ def test_drop_after_without_stream_aborts_the_response(client):
 def test_stall_goes_silent_then_continues(client):
     stall_s = 0.3
     arrivals: list[float] = []
+    sent = time.perf_counter()
     stream = client.chat.completions.create(
         model="gpt-4o",
         messages=MESSAGES,
@@ -123,10 +123,10 @@ def test_stall_goes_silent_then_continues(client):
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.perf_counter())
     assert len(arrivals) == 20, "a stall delays the stream but loses nothing"
+    # The server cannot send chunk 5 before the stall is over, whatever the client's delays.
+    assert arrivals[4] - sent >= stall_s
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    stall_gap = gaps.pop(3)
-    assert stall_gap >= stall_s
-    assert stall_gap > 10 * statistics.median(gaps)
+    assert max(range(len(gaps)), key=gaps.__getitem__) == 3, "the silence follows chunk 4"
 
 
 def test_malformed_chunk_breaks_the_sdk_after_n_chunks(client):
@@ -197,5 +197,5 @@ def test_header_delay_holds_back_the_response_headers(simulator):
 
     baseline = time_to_headers({})
     delayed = time_to_headers({"header_delay_ms": delay_s * 1000})
-    assert delayed >= delay_s
-    assert delayed > 5 * baseline
+    assert delayed >= delay_s, "headers can never come before the delay is over"
+    assert delayed > baseline

@@ -10,6 +10,7 @@ from backend_ai.errors import ConfigError
 from backend_ai.simulator import profile, text, wire
 from backend_ai.simulator.budget import BudgetLimiter, retry_after_headers
 from backend_ai.simulator.profile import Budget, SimKeyError, SimProfile, parse_sim_keys
+from backend_ai.simulator.stats import LatenessHistogram
 
 # -- wire -------------------------------------------------------------------------------------
 
@@ -209,3 +210,15 @@ def test_rate_budget_admits_a_burst_of_r_then_refuses():
 
 def test_retry_after_headers_round_up_seconds():
     assert retry_after_headers(0.25) == [(b"retry-after", b"1"), (b"retry-after-ms", b"250")]
+
+
+def test_lateness_histogram_reports_bucket_upper_bounds():
+    histogram = LatenessHistogram()
+    for late_ms in [0.1] * 98 + [4.0, 40.0]:
+        histogram.add(late_ms / 1000)
+    report = histogram.as_dict()
+    assert report["samples"] == 100
+    assert report["p50_ms"] == 0.5
+    assert report["p99_ms"] == 5
+    assert report["max_ms"] == pytest.approx(40.0)
+    assert LatenessHistogram().as_dict()["p99_ms"] == 0.0
