@@ -16,6 +16,9 @@ Cancellation is central to backend_ai, so this module fixes it where it happens:
   id and sending its headers happen as one step: httpcore does neither, which lets concurrent
   threads corrupt the state or send two requests with the same stream id (httpx #3002, #3072,
   #3324).
+* A chunk read by one thread for another thread's stream reaches that stream at once: one
+  thread at a time reads the shared socket and wakes the streams it read for (httpcore makes
+  them wait for the next unrelated frame, a head-of-line stall between streams).
 * A graceful GOAWAY (``NO_ERROR``; servers send it after N requests per connection — nginx and
   hypercorn after 1,000 — or when they restart) lets the streams it covers finish, as RFC 9113
   §6.8 says: h2 and httpcore otherwise fail every stream still open on that connection.
@@ -216,36 +219,84 @@ class _CancellableHTTP2Connection(HTTP2Connection):
         super().__init__(*args, **kwargs)
         self._h2_state.state_machine = _GracefulGoawayStateMachine()
         self._h2_state = _SerializedH2State(self._h2_state)  # type: ignore[assignment]
+        self._dispatch_lock = threading.Lock()
+        self._reader_active = False
+        self._stream_wakers: dict[int | None, threading.Event] = {}
 
     def _receive_events(self, request: httpcore.Request, stream_id: int | None = None) -> None:
-        """httpcore's ``_receive_events``, except that after a graceful GOAWAY the streams it
-        covers keep reading instead of all failing. The check happens under the read lock:
-        the GOAWAY may arrive while this thread waits for it."""
-        with self._read_lock:
-            terminated = self._connection_terminated
-            if terminated is not None:
-                last_stream_id = terminated.last_stream_id
-                if stream_id and last_stream_id and stream_id > last_stream_id:
-                    self._request_count -= 1
-                    raise ConnectionNotAvailable()
-                if not (self._went_away_gracefully() and stream_id in self._events):
-                    raise httpcore.RemoteProtocolError(terminated)
-            if stream_id is None or not self._events.get(stream_id):
-                for event in self._read_incoming_data(request):
-                    if isinstance(event, h2.events.RemoteSettingsChanged):
-                        self._receive_remote_settings_change(event)
-                    elif isinstance(
-                        event,
-                        h2.events.ResponseReceived
-                        | h2.events.DataReceived
-                        | h2.events.StreamEnded
-                        | h2.events.StreamReset,
-                    ):
-                        if event.stream_id in self._events:
-                            self._events[event.stream_id].append(event)
-                    elif isinstance(event, h2.events.ConnectionTerminated):
-                        self._connection_terminated = event
+        """Wait until ``stream_id`` has an event queued, reading the socket when nobody else is.
+
+        httpcore holds one read lock for the whole socket read, so a frame the reading thread
+        dispatches to another stream's queue sits there until that stream's thread gets the
+        lock — and the reader, whose own queue is still empty, usually takes it again first
+        and blocks in ``read()``: another stream's chunk then waits for an unrelated frame.
+        Here one thread at a time is elected reader; after each read it wakes exactly the
+        streams that got events, and hands the reader role to a waiting stream whose queue
+        is still empty. After a graceful GOAWAY the streams it covers keep reading (RFC 9113
+        §6.8) instead of all failing.
+        """
+        while True:
+            with self._dispatch_lock:
+                self._check_terminated(stream_id)
+                if stream_id is not None and self._events.get(stream_id):
+                    return
+                if not self._reader_active:
+                    self._reader_active = True
+                    break
+                wake = self._stream_wakers.get(stream_id)
+                if wake is None:
+                    wake = self._stream_wakers[stream_id] = threading.Event()
+                wake.clear()
+            wake.wait()
+            if stream_id is None:
+                return  # a flow-control wait: another thread's read counts as progress
+        events: list[h2.events.Event] = []
+        try:
+            events = self._read_incoming_data(request)
+        finally:
+            self._dispatch(events)
         self._write_outgoing_data(request)
+
+    def _check_terminated(self, stream_id: int | None) -> None:
+        terminated = self._connection_terminated
+        if terminated is None:
+            return
+        last_stream_id = terminated.last_stream_id
+        if stream_id and last_stream_id and stream_id > last_stream_id:
+            self._request_count -= 1
+            raise ConnectionNotAvailable()
+        if not (self._went_away_gracefully() and stream_id in self._events):
+            raise httpcore.RemoteProtocolError(terminated)
+
+    def _dispatch(self, events: list[h2.events.Event]) -> None:
+        """Queue events for their streams, wake those streams, and free the reader role."""
+        with self._dispatch_lock:
+            woken: set[int | None] = set()
+            for event in events:
+                if isinstance(event, h2.events.RemoteSettingsChanged):
+                    self._receive_remote_settings_change(event)
+                elif isinstance(
+                    event,
+                    h2.events.ResponseReceived
+                    | h2.events.DataReceived
+                    | h2.events.StreamEnded
+                    | h2.events.StreamReset,
+                ):
+                    if event.stream_id in self._events:
+                        self._events[event.stream_id].append(event)
+                        woken.add(event.stream_id)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self._connection_terminated = event
+                    woken.update(self._stream_wakers)  # everyone re-checks the connection
+            self._reader_active = False
+            for waiting_stream, wake in self._stream_wakers.items():
+                if waiting_stream in woken:
+                    wake.set()
+            # Hand the reader role to one stream still waiting for data, if there is one.
+            for waiting_stream, wake in self._stream_wakers.items():
+                if not wake.is_set() and not self._events.get(waiting_stream):  # type: ignore[arg-type]
+                    wake.set()
+                    break
 
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:
         _current.headers_sent = False
@@ -276,18 +327,25 @@ class _CancellableHTTP2Connection(HTTP2Connection):
 
     def cancel_stream(self, stream_id: int) -> None:
         """Reset one stream from any thread and wake whoever is reading it."""
-        events = self._events.get(stream_id)
-        if events is None:
-            return  # already closed
-        events.append(
-            h2.events.StreamReset(
-                stream_id=stream_id, error_code=h2.errors.ErrorCodes.CANCEL, remote_reset=False
+        with self._dispatch_lock:
+            events = self._events.get(stream_id)
+            if events is None:
+                return  # already closed
+            events.append(
+                h2.events.StreamReset(
+                    stream_id=stream_id, error_code=h2.errors.ErrorCodes.CANCEL, remote_reset=False
+                )
             )
-        )
+            wake = self._stream_wakers.get(stream_id)
+            if wake is not None:
+                wake.set()
+        # If this stream's thread is the reader, blocked in read(), the PING's ACK wakes it.
         self._reset(stream_id, wake_readers=True)
 
     def _response_closed(self, stream_id: int) -> None:
         self._reset(stream_id, wake_readers=False)
+        with self._dispatch_lock:
+            self._stream_wakers.pop(stream_id, None)
         super()._response_closed(stream_id)
 
     def _reset(self, stream_id: int, *, wake_readers: bool) -> None:
