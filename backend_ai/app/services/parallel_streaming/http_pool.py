@@ -9,6 +9,7 @@ shares a socket with them), dropped in a forked child, and closed by ``close_htt
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 import threading
@@ -36,9 +37,22 @@ def _env_number(environ: Mapping[str, str], name: str, default: float) -> float:
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise ConfigError(f"{_ENV_PREFIX}{name} must be a number, got {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{_ENV_PREFIX}{name} must be a finite number, got {raw!r}")
+    return value
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(_ENV_PREFIX + name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{_ENV_PREFIX}{name} must be an integer, got {raw!r}") from None
 
 
 def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -77,7 +91,12 @@ class PoolSettings:
             )
         for name in ("keepalive_expiry_s", "timeout_s", "connect_timeout_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if self.http2_prior_knowledge and not self.http2:
             raise ConfigError("http2_prior_knowledge needs http2 enabled")
@@ -87,10 +106,10 @@ class PoolSettings:
         env = os.environ if environ is None else environ
         defaults = cls()
         return cls(
-            max_keepalive_connections=int(
-                _env_number(env, "MAX_KEEPALIVE", defaults.max_keepalive_connections)
+            max_keepalive_connections=_env_int(
+                env, "MAX_KEEPALIVE", defaults.max_keepalive_connections
             ),
-            max_connections=int(_env_number(env, "MAX_CONNECTIONS", defaults.max_connections)),
+            max_connections=_env_int(env, "MAX_CONNECTIONS", defaults.max_connections),
             keepalive_expiry_s=_env_number(env, "KEEPALIVE_EXPIRY", defaults.keepalive_expiry_s),
             timeout_s=_env_number(env, "TIMEOUT", defaults.timeout_s),
             connect_timeout_s=_env_number(env, "CONNECT_TIMEOUT", defaults.connect_timeout_s),
