@@ -523,6 +523,7 @@ def spawn(
     threads: int = 32,
     profile: dict[str, Any] | None = None,
     log_level: str = "warning",
+    asgi_server: str = "auto",
 ) -> Iterator[Spawned]:
     """A simulator with a fixed profile and a server pointed at it; both stopped at the end."""
     from backend_ai.simulator import SimulatorProcess
@@ -560,6 +561,7 @@ def spawn(
                 f"--port={port}",
                 f"--workers={workers}",
                 f"--log-level={log_level}",
+                f"--server={asgi_server}",
             ]
             health = f"http://127.0.0.1:{port}/health"
         else:
@@ -612,6 +614,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn", action="store_true", help="start simulator + server, then stop")
     parser.add_argument("--server", choices=("backend", "asgi-peer"), default="backend")
     parser.add_argument("--workers", type=int, default=2, help="--spawn: server worker processes")
+    parser.add_argument(
+        "--asgi-server",
+        choices=("auto", "uvicorn", "hypercorn"),
+        default="auto",
+        help="--server asgi-peer: which ASGI server (auto: uvicorn if installed)",
+    )
     parser.add_argument("--threads", type=int, default=32, help="--spawn: gunicorn threads each")
     parser.add_argument(
         "--sim", help=f"--spawn: JSON simulator profile over {json.dumps(SPAWN_PROFILE)}"
@@ -639,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
                     workers=args.workers,
                     threads=args.threads,
                     profile=json.loads(args.sim) if args.sim else None,
+                    asgi_server=args.asgi_server,
                 )
             )
             url, ttft = spawned.url, spawned.upstream_ttft_ms
