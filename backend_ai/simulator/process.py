@@ -88,6 +88,7 @@ class SimulatorProcess:
         self.log_level = log_level
         self.info: ServerInfo | None = None
         self._state = _State.UNSTARTED
+        self._owner_pid = os.getpid()
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._client: httpx.Client | None = None
@@ -186,8 +187,15 @@ class SimulatorProcess:
         return f"; its log ends with:\n{tail}" if tail else ""
 
     def close(self) -> None:
-        """Stop the child (gracefully, then by force) and reap it; safe to call twice."""
+        """Stop the child (gracefully, then by force) and reap it; safe to call twice.
+
+        Does nothing in a forked copy of the process that started it.
+        """
         if self._state is _State.CLOSED:
+            return
+        if os.getpid() != self._owner_pid:
+            # A forked child (a gunicorn worker, say) inherited this handle and its atexit
+            # hook; the simulator belongs to the process that started it.
             return
         self._state = _State.CLOSED
         atexit.unregister(self.close)

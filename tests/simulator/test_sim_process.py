@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import warnings
 
 import httpx
 import pytest
@@ -107,3 +109,16 @@ def test_cli_json_announcement_with_tls(tmp_path):
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_forked_child_does_not_stop_the_parents_simulator():
+    with run_simulator() as sim:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about fork() in a process with threads; the child execs nothing.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child only closes its copy and leaves
+            sim.close()
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert sim.stats()["requests_total"] == 0, "still running after the fork's close()"
