@@ -1,0 +1,91 @@
+"""Fixtures for the page tests: Debian's chromium driven by Playwright, the app under gunicorn.
+
+Playwright's own browser download does not work here, so the tests launch the system
+chromium (``apt-get install chromium``; ``.ci/run`` does it). The server runs on the session's
+simulator with a slow default profile (sent as the ``X-Sim`` header by the app, see
+``BACKEND_AI_SIM_DEFAULTS``) so that a person — and a test — can watch the panels fill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from backend_ai.app.gunicorn_process import GunicornProcess
+from backend_ai.simulator import SimulatorProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: ~0.3 s to the first token, then 40 ms per token: about 2.7 s per section.
+SLOW_PROFILE = {"ttft_ms": 300, "itl_ms": 40, "tokens": 60, "jitter": 0}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (or deselect -m browser)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def page_server(
+    simulator_server: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornProcess]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
+    env.update(
+        OPENAI_API_KEY="sk-browser-test",
+        OPENAI_BASE_URL=simulator_server.base_url,
+        BACKEND_AI_UPSTREAM_SIMULATOR="1",
+        BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE="1",
+        BACKEND_AI_SIM_DEFAULTS=json.dumps(SLOW_PROFILE),
+        BACKEND_AI_HEARTBEAT_S="1",
+        BACKEND_AI_HISTORY_DB=str(tmp_path_factory.mktemp("page") / "history.sqlite3"),
+    )
+    with GunicornProcess(workers=1, threads=16, env=env) as server:
+        yield server
+
+
+@pytest.fixture
+def page(
+    browser: Browser, page_server: GunicornProcess, simulator: SimulatorProcess
+) -> Iterator[Page]:
+    """The live page, loaded, with the simulator reset; fails on any script error.
+
+    "Failed to load resource" lines are the browser reporting non-2xx answers, which some
+    tests provoke on purpose; the page's handling of them is what those tests check.
+    """
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    assert page_server.url is not None
+    page.goto(page_server.url)
+    page.wait_for_selector('#upstream[data-upstream="simulator"]')
+    yield page
+    context.close()
+    assert not errors, f"errors in the page: {errors}"
