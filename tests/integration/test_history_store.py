@@ -1,0 +1,73 @@
+"""The history writer: saves in the background, never blocks the caller, drains on close."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from backend_ai.app.history import HistoryRecord, HistoryStore, SectionRecord
+
+
+def record(n: int) -> HistoryRecord:
+    return HistoryRecord(
+        request_id=f"r{n}",
+        route="dream",
+        created_at=time.time(),
+        duration_ms=12.5,
+        cancelled=False,
+        input={"dream": f"dream {n}"},
+        sections={"summary": SectionRecord(text=f"text {n}", status="done", ttft_ms=3.0)},
+    )
+
+
+def test_records_round_trip(tmp_path: Path) -> None:
+    store = HistoryStore(str(tmp_path / "h.sqlite3"))
+    try:
+        assert store.recent(5) == []  # no file yet
+        for n in range(3):
+            assert store.submit(record(n))
+        assert store.flush(5.0)
+        rows = store.recent(2)
+        assert [r["request_id"] for r in rows] == ["r2", "r1"]
+        assert rows[0]["sections"]["summary"]["text"] == "text 2"
+        assert rows[0]["input"] == {"dream": "dream 2"}
+    finally:
+        store.close()
+
+
+def test_submit_never_waits_for_a_locked_database(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(str(path), queue_size=2)
+    dropped: list[int] = []
+    store._on_drop = lambda: dropped.append(1)
+    try:
+        assert store.submit(record(0))
+        assert store.flush(5.0)  # the file and its table exist
+        blocker = sqlite3.connect(str(path), isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # a stuck disk: every write now waits 2 s and fails
+        try:
+            started = time.perf_counter()
+            results = [store.submit(record(n)) for n in range(1, 20)]
+            elapsed = time.perf_counter() - started
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        # 19 submissions against a writer stuck for seconds: all returned at once.
+        assert elapsed < 0.05 * 2.0, f"{elapsed * 1000:.1f} ms"
+        assert results.count(False) >= 16
+        assert store.dropped == results.count(False) == len(dropped)
+        assert store.flush(10.0)
+    finally:
+        store.close()
+
+
+def test_close_writes_what_is_queued_and_is_safe_twice(tmp_path: Path) -> None:
+    path = str(tmp_path / "h.sqlite3")
+    store = HistoryStore(path)
+    for n in range(5):
+        store.submit(record(n))
+    store.close()
+    store.close()
+    assert not store.submit(record(9))
+    assert len(HistoryStore(path).recent(10)) == 5

@@ -1,0 +1,149 @@
+"""Settings: every environment variable read in one place, validated, secrets kept out of repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend_ai.app import create_app
+from backend_ai.app.extension import get_state
+from backend_ai.app.settings import Settings
+from backend_ai.errors import ConfigError
+
+
+def test_defaults_from_an_empty_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.openai_api_key is None
+    assert settings.openai_base_url is None
+    assert settings.heartbeat_s == 15.0
+    assert settings.max_text_chars == 4000
+    assert settings.models == {"simple": "gpt-4o-mini", "medium": "gpt-4o", "complex": "gpt-4o"}
+    assert settings.compare_models == ()
+    assert settings.upstream_is_simulator is False
+    assert settings.http.max_keepalive_connections == 10
+    assert settings.http.max_connections == 20
+
+
+def test_every_variable_is_read() -> None:
+    settings = Settings.from_env(
+        {
+            "OPENAI_API_KEY": "sk-x",
+            "OPENAI_BASE_URL": "http://127.0.0.1:1234/v1",
+            "BACKEND_AI_UPSTREAM_SIMULATOR": "1",
+            "BACKEND_AI_SIM_DEFAULTS": '{"ttft_ms": 300}',
+            "BACKEND_AI_MODEL_SIMPLE": "small",
+            "BACKEND_AI_MODEL_MEDIUM": "medium",
+            "BACKEND_AI_MODEL_COMPLEX": "large",
+            "BACKEND_AI_COMPARE_MODELS": "a, b ,c",
+            "BACKEND_AI_MAX_PARALLEL": "2",
+            "BACKEND_AI_DEADLINE_S": "off",
+            "BACKEND_AI_STALL_TIMEOUT_S": "12.5",
+            "BACKEND_AI_HEARTBEAT_S": "0.5",
+            "BACKEND_AI_QUEUE_SIZE": "64",
+            "BACKEND_AI_BACKPRESSURE_TIMEOUT_S": "3",
+            "BACKEND_AI_MAX_RETRY_WAIT_S": "4",
+            "BACKEND_AI_MAX_RATE_LIMIT_RETRIES": "0",
+            "BACKEND_AI_INCLUDE_USAGE": "false",
+            "BACKEND_AI_HTTP_MAX_CONNECTIONS": "40",
+            "BACKEND_AI_HTTP_MAX_KEEPALIVE": "20",
+            "BACKEND_AI_MAX_TEXT_CHARS": "100",
+            "BACKEND_AI_MAX_CONTENT_LENGTH": "2048",
+            "BACKEND_AI_AUTH_TOKEN": "t0k",
+            "BACKEND_AI_CORS_ORIGINS": "https://a.example",
+            "BACKEND_AI_HISTORY_DB": "off",
+            "BACKEND_AI_HISTORY_QUEUE_SIZE": "5",
+        }
+    )
+    assert settings.openai_api_key == "sk-x"
+    assert settings.openai_base_url == "http://127.0.0.1:1234/v1"
+    assert settings.upstream_is_simulator is True
+    assert settings.sim_defaults == {"ttft_ms": 300}
+    assert settings.models == {"simple": "small", "medium": "medium", "complex": "large"}
+    assert settings.compare_models == ("a", "b", "c")
+    assert settings.max_parallel == 2
+    assert settings.deadline_s is None
+    assert settings.stall_timeout_s == 12.5
+    assert settings.heartbeat_s == 0.5
+    assert settings.queue_size == 64
+    assert settings.backpressure_timeout_s == 3
+    assert settings.max_retry_wait_s == 4
+    assert settings.max_rate_limit_retries == 0
+    assert settings.include_usage is False
+    assert settings.http.max_connections == 40
+    assert settings.http.max_keepalive_connections == 20
+    assert settings.max_text_chars == 100
+    assert settings.max_content_length == 2048
+    assert settings.auth_token == "t0k"
+    assert settings.cors_origins == ("https://a.example",)
+    assert settings.history_db_path is None
+    assert settings.history_queue_size == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BACKEND_AI_HEARTBEAT_S", "soon"),
+        ("BACKEND_AI_HEARTBEAT_S", "-1"),
+        ("BACKEND_AI_MAX_TEXT_CHARS", "0"),
+        ("BACKEND_AI_MAX_TEXT_CHARS", "1.5"),
+        ("BACKEND_AI_SIM_DEFAULTS", "[1]"),
+        ("BACKEND_AI_SIM_DEFAULTS", "{"),
+        ("BACKEND_AI_UPSTREAM_SIMULATOR", "maybe"),
+        ("BACKEND_AI_HTTP_MAX_CONNECTIONS", "many"),
+        ("BACKEND_AI_QUEUE_SIZE", "0"),
+        ("BACKEND_AI_COMPARE_MODELS", "a,a"),
+        ("BACKEND_AI_MAX_CONTENT_LENGTH", "10"),
+        ("OPENAI_BASE_URL", "ftp://example.com"),
+    ],
+)
+def test_bad_values_fail_with_the_setting_named(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: value})
+    message = str(info.value).lower()
+    short = name.removeprefix("BACKEND_AI_").removeprefix("HTTP_").lower()
+    assert name.lower() in message or short.split("_")[0] in message
+
+
+def test_secrets_are_not_in_repr() -> None:
+    settings = Settings(openai_api_key="sk-secret-1", auth_token="tok-secret-2")
+    assert "sk-secret-1" not in repr(settings)
+    assert "tok-secret-2" not in repr(settings)
+
+
+def test_create_app_needs_a_key_or_a_base_url() -> None:
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        create_app(Settings(history_db_path=None))
+
+
+def test_a_base_url_alone_is_enough_for_local_servers() -> None:
+    app = create_app(Settings(openai_base_url="http://127.0.0.1:9/v1", history_db_path=None))
+    try:
+        assert get_state(app).client.api_key  # a placeholder, never sent to OpenAI itself
+    finally:
+        get_state(app).close()
+
+
+def test_create_app_mapping_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    monkeypatch.setenv("BACKEND_AI_MAX_TEXT_CHARS", "50")
+    monkeypatch.setenv("BACKEND_AI_HISTORY_DB", "off")
+    app = create_app({"max_text_chars": 10})
+    try:
+        settings = get_state(app).settings
+        assert settings.max_text_chars == 10
+        assert settings.openai_api_key == "sk-env"
+        assert app.config["MAX_CONTENT_LENGTH"] == settings.max_content_length
+    finally:
+        get_state(app).close()
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown settings: max_text"):
+        Settings().with_overrides({"max_text": 10})
+
+
+def test_closing_the_state_twice_is_safe() -> None:
+    app = create_app(Settings(openai_api_key="k", history_db_path=None))
+    state = get_state(app)
+    state.close()
+    state.close()
+    assert state.closed
