@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+from httpx_sse._models import ServerSentEvent
 
 from backend_ai.app.services.parallel_streaming import (
     ContentChunk,
@@ -155,3 +157,15 @@ def iter_until(events: Iterator[Event], predicate: Callable[[Event], bool]) -> l
         if predicate(event):
             return seen
     raise AssertionError(f"run ended before the condition was met: {seen[-3:]}")
+
+
+def parse_sse(pieces: Iterable[str]) -> list[ServerSentEvent]:
+    """What a real SSE client (httpx-sse's decoders) dispatches from this text, piece by piece."""
+    lines = SSELineDecoder()
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    for line in [line for piece in pieces for line in lines.decode(piece)] + lines.flush():
+        event = decoder.decode(line)
+        if event is not None:
+            events.append(event)
+    return events
