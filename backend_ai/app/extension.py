@@ -3,10 +3,11 @@
 State lives in ``app.extensions["backend_ai"]`` as a ``ServiceState``, never on the extension
 object, as Flask extensions do: one ``BackendAI`` may serve several apps (every test builds its
 own). The state owns the long-lived objects — the pooled HTTP/2 client, the ``openai`` client
-over it, the ``ParallelStreamManager``, the history writer, the metrics registry — and closes
-them in ``ServiceState.close()``: called by gunicorn's ``worker_exit`` hook, by tests, and as a
-last resort at interpreter exit. Nothing here opens a socket or starts a thread: those happen
-on first use, so an app built in a gunicorn master forks cleanly.
+over it, the bounded section executor, the ``ParallelStreamManager``, the history writer, the
+metrics registry — sized from its ``Settings`` and closed in ``ServiceState.close()``: called
+by gunicorn's ``worker_exit`` hook, by tests, and as a last resort at interpreter exit.
+Nothing here opens a socket or starts a thread: those happen on first use, so an app built in
+a gunicorn master forks cleanly.
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ from flask import Flask, current_app
 
 from backend_ai.app.history import HistoryStore
 from backend_ai.app.metrics import ServiceMetrics
-from backend_ai.app.services.parallel_streaming import Mode, ParallelStreamManager, RunOptions
-from backend_ai.app.services.parallel_streaming.http_pool import HttpClientPool
+from backend_ai.app.services.parallel_streaming import (
+    HttpClientPool,
+    Mode,
+    ParallelStreamManager,
+    RunOptions,
+    SectionExecutor,
+)
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 
@@ -45,6 +51,7 @@ class ServiceState:
 
     settings: Settings
     http_pool: HttpClientPool
+    executor: SectionExecutor
     client: openai.OpenAI
     manager: ParallelStreamManager
     metrics: ServiceMetrics
@@ -84,8 +91,11 @@ class ServiceState:
             return
         self.closed = True
         self.draining.set()
+        # Open runs end first (flags only), then their threads stop being fed, then the
+        # history is flushed, and last the connections close, which wakes any blocked reader.
         try:
             self.manager.close()
+            self.executor.shutdown(wait=False)
         finally:
             try:
                 if self.history is not None:
@@ -152,11 +162,13 @@ class BackendAI:
                 queue_size=settings.history_queue_size,
                 on_drop=metrics.history_dropped.inc,
             )
+        executor = SectionExecutor(settings.max_workers)
         state = ServiceState(
             settings=settings,
             http_pool=pool,
+            executor=executor,
             client=client,
-            manager=ParallelStreamManager(client, options=None),
+            manager=ParallelStreamManager(client, executor=executor),
             metrics=metrics,
             history=history,
         )

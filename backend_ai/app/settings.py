@@ -63,6 +63,9 @@ class Settings:
     compare_models: tuple[str, ...] = ()
 
     # Engine
+    #: Section threads per process (the engine's bounded pool). gunicorn's default 32 threads
+    #: per worker times three sections a run is 96; sections beyond it wait their turn.
+    max_workers: int = 128
     max_parallel: int | None = None
     deadline_s: float | None = 300.0
     stall_timeout_s: float | None = 30.0
@@ -114,6 +117,7 @@ class Settings:
             isinstance(m, str) and m.strip() for m in self.compare_models
         ):
             raise ConfigError("compare_models must be distinct non-empty model names")
+        _check_int("max_workers", self.max_workers, minimum=1)
         _check_int("max_parallel", self.max_parallel, minimum=1, allow_none=True)
         for name in ("deadline_s", "stall_timeout_s", "heartbeat_s"):
             _check_seconds(name, getattr(self, name), allow_none=True)
@@ -154,6 +158,7 @@ class Settings:
                 for name in PRESET_NAMES
             },
             compare_models=env.csv("BACKEND_AI_COMPARE_MODELS"),
+            max_workers=env.number("BACKEND_AI_MAX_WORKERS", defaults.max_workers, int),
             max_parallel=env.number("BACKEND_AI_MAX_PARALLEL", None, int),
             deadline_s=env.seconds("BACKEND_AI_DEADLINE_S", defaults.deadline_s),
             stall_timeout_s=env.seconds("BACKEND_AI_STALL_TIMEOUT_S", defaults.stall_timeout_s),

@@ -34,6 +34,7 @@ def test_every_variable_is_read() -> None:
             "BACKEND_AI_MODEL_MEDIUM": "medium",
             "BACKEND_AI_MODEL_COMPLEX": "large",
             "BACKEND_AI_COMPARE_MODELS": "a, b ,c",
+            "BACKEND_AI_MAX_WORKERS": "7",
             "BACKEND_AI_MAX_PARALLEL": "2",
             "BACKEND_AI_DEADLINE_S": "off",
             "BACKEND_AI_STALL_TIMEOUT_S": "12.5",
@@ -59,6 +60,7 @@ def test_every_variable_is_read() -> None:
     assert settings.sim_defaults == {"ttft_ms": 300}
     assert settings.models == {"simple": "small", "medium": "medium", "complex": "large"}
     assert settings.compare_models == ("a", "b", "c")
+    assert settings.max_workers == 7
     assert settings.max_parallel == 2
     assert settings.deadline_s is None
     assert settings.stall_timeout_s == 12.5
@@ -147,3 +149,4 @@ def test_closing_the_state_twice_is_safe() -> None:
     state.close()
     state.close()
     assert state.closed
+    assert state.executor.closed
