@@ -44,7 +44,7 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionStarted,
 )
 
-__all__ = ["SSE_HEADERS", "RunRecorder", "open_run", "sse_response"]
+__all__ = ["SSE_HEADERS", "OpenedRun", "RunRecorder", "open_run", "sse_response"]
 
 logger = logging.getLogger(__name__)
 
