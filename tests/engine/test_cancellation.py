@@ -16,9 +16,12 @@ import pytest
 from backend_ai.app.services.parallel_streaming import (
     ContentChunk,
     ErrorCode,
+    Heartbeat,
+    ParallelStreamManager,
     RunDone,
     RunOptions,
     SectionError,
+    SectionExecutor,
     SectionStarted,
 )
 from backend_ai.errors import LifecycleError
@@ -165,3 +168,35 @@ def test_manager_close_ends_sections_that_never_started(make_manager, simulator)
     assert {e.code for e in ends(seen).values()} == {ErrorCode.CANCELLED}
     # Only the first section ever reached the upstream.
     assert simulator.stats(records=False)["requests_total"] == 1
+
+
+def test_close_does_not_wait_for_sections_still_queued_for_a_thread(client, stats, simulator):
+    """A section waiting for a pool thread has nothing to cancel upstream: closing its run
+    must not block the request thread for the cancel grace period (bug B10)."""
+    one_thread = SectionExecutor(1)
+    try:
+        manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
+        busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
+        next(c for c in busy if isinstance(c, ContentChunk))  # the only thread is taken
+
+        queued = manager.stream(
+            [section("queued", **SCENARIOS["streaming"])],
+            options=RunOptions(heartbeat_s=0.02),
+        )
+        next(e for e in queued if isinstance(e, Heartbeat))  # scheduled, waiting for a thread
+        started = time.monotonic()
+        queued.close()
+        queued_close_s = time.monotonic() - started
+
+        started = time.monotonic()
+        busy.close()
+        busy_close_s = time.monotonic() - started
+        # Closing the queued run costs no more than closing a running one (which must reset
+        # an upstream stream and wait for its worker).
+        assert queued_close_s < max(0.1, 3 * busy_close_s), (
+            f"closing a queued run took {queued_close_s:.3f}s, a running one {busy_close_s:.3f}s"
+        )
+        records = simulator.stats()["requests"]
+        assert [r["tag"] for r in records] == ["busy"]
+    finally:
+        one_thread.shutdown()

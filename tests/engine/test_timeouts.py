@@ -7,10 +7,12 @@ import time
 from backend_ai.app.services.parallel_streaming import (
     ErrorCode,
     Heartbeat,
+    ParallelStreamManager,
     RunDone,
     RunOptions,
     SectionDone,
     SectionError,
+    SectionExecutor,
     encode_event,
 )
 
@@ -117,3 +119,50 @@ def test_heartbeats_while_nothing_else_goes_out(make_manager):
     assert len([i for i in beats if i < first_chunk]) >= 3
     assert encode_event(events[beats[0]]) == ": ping\n\n"
     assert_well_formed([e for e in events if not isinstance(e, Heartbeat)], ["slow-start"])
+
+
+DEADLINE_BOUND_S = 0.1  # the issue's bound for closing upstream streams at the deadline
+
+
+def test_deadline_closes_upstream_streams_promptly(make_manager, simulator):
+    """The deadline is not rounded up to the consumer's timer tick (bug B11)."""
+    deadline = 0.35
+    manager = make_manager(options=RunOptions(deadline_s=deadline))
+    configs = [section(name, ttft_ms=20, itl_ms=10, tokens=1000) for name in ("a", "b")]
+    started = time.time()
+    events = plain(collect(manager.stream(configs)))
+    assert {e.code for e in ends(events).values()} == {ErrorCode.TIMEOUT}
+    stats = simulator.wait_for_stats(lambda s: len(s["disconnects"]) == 2)
+    for disconnect in stats["disconnects"]:
+        late = disconnect["t"] - (started + deadline)
+        assert late < DEADLINE_BOUND_S, f"{disconnect['tag']} closed {late * 1000:.0f} ms late"
+
+
+def test_deadline_during_a_rate_limit_wait(make_manager, simulator):
+    deadline = 0.3
+    manager = make_manager(options=RunOptions(deadline_s=deadline, max_retry_wait_s=5))
+    config = section("limited", fail_first=1, retry_after_ms=3000, attempt_key="deadline-wait")
+    started = time.monotonic()
+    events = plain(collect(manager.stream([config])))
+    wall = time.monotonic() - started
+    assert_well_formed(events, ["limited"])
+    assert ends(events)["limited"].code is ErrorCode.TIMEOUT
+    assert wall - deadline < DEADLINE_BOUND_S, f"deadline {deadline}s, run took {wall:.2f}s"
+    # Only the refused attempt reached the upstream.
+    assert simulator.stats(records=False)["requests_total"] == 1
+
+
+def test_waiting_for_a_pool_thread_is_not_a_stall(client, stats, simulator):
+    """A section queued behind a busy pool has not stalled: its clock starts when it runs."""
+    one_thread = SectionExecutor(1)
+    try:
+        manager = ParallelStreamManager(
+            client, executor=one_thread, stats=stats, options=RunOptions(stall_timeout_s=0.3)
+        )
+        configs = [section(name, ttft_ms=20, itl_ms=40, tokens=12) for name in ("a", "b")]
+        events = plain(collect(manager.stream(configs)))
+        done = assert_well_formed(events, ["a", "b"])
+        assert set(done.completed) == {"a", "b"}
+        assert simulator.stats(records=False)["streams_active_max"] == 1
+    finally:
+        one_thread.shutdown()
