@@ -175,6 +175,7 @@ def run_section(
                         if ttft_ms is None:
                             ttft_ms = (now - started) * 1000
                         if not channel.put_chunks(batch, state):
+                            seq = batch[0].seq  # the end item counts only what was posted
                             raise _Cancelled  # cancellation outranks the error
             # Read to the end: nothing is left to cancel, and the connection may be reused.
             scope.close()
