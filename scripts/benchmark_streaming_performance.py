@@ -708,6 +708,34 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _load_snapshot(sim_pid: int) -> dict[str, float]:
+    """CPU seconds so far: the machine, this process, the simulator (for ``machine_load``)."""
+    from load_test_streaming import machine_busy, process_tree_cpu_s
+
+    snapshot = {"wall": time.perf_counter(), "self": time.process_time()}
+    with contextlib.suppress(OSError, ValueError):
+        snapshot["machine"] = machine_busy()[0]
+        snapshot["simulator"] = process_tree_cpu_s(sim_pid)
+    return snapshot
+
+
+def _load_usage(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Average CPU use during the run, in % of one core: ours, the simulator's, everyone else's.
+
+    The machine is shared; a large ``others`` figure means the run competed for the cores.
+    """
+    wall = after["wall"] - before["wall"]
+    usage: dict[str, Any] = {"wall_s": round(wall, 1)}
+    for key in ("self", "simulator", "machine"):
+        if key in before and key in after:
+            usage[f"{key}_percent"] = round(100 * (after[key] - before[key]) / wall, 1)
+    if "machine_percent" in usage:
+        ours = usage["self_percent"] + usage.get("simulator_percent", 0.0)
+        usage["others_percent"] = round(max(0.0, usage["machine_percent"] - ours), 1)
+    usage["loadavg"] = os.getloadavg()
+    return usage
+
+
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "fanout": Bench.fanout,
     "ttfb": Bench.ttfb,
@@ -758,6 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with run_simulator(profile="fast", jitter=0) as sim:
         bench = Bench(sim, profile, langchain=not args.no_langchain)
+        load0 = _load_snapshot(sim.pid)
         try:
             for part in parts:
                 t0 = time.perf_counter()
@@ -770,11 +799,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"# {part}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         finally:
             bench.close()
+        results["machine_load"] = _load_usage(load0, _load_snapshot(sim.pid))
     results["problems"] = bench.problems
     results["duration_s"] = round(time.perf_counter() - started, 1)
 
     table = markdown(results)
     print(table)
+    load = results.get("machine_load", {})
+    print(
+        f"# machine: {load.get('machine_percent')}% of one core busy on average, of which "
+        f"this process {load.get('self_percent')}%, the simulator {load.get('simulator_percent')}%,"
+        f" others {load.get('others_percent')}%",
+        file=sys.stderr,
+    )
     if bench.problems:
         print("PROBLEMS (lost, duplicated or failed sections):", file=sys.stderr)
         for problem in bench.problems:

@@ -624,6 +624,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sim", help=f"--spawn: JSON simulator profile over {json.dumps(SPAWN_PROFILE)}"
     )
+    parser.add_argument(
+        "--sweep",
+        help="comma-separated --concurrent levels run one after another on the same server "
+        "(e.g. 5,10,20,50); prints a table and the capacity",
+    )
+    parser.add_argument(
+        "--capacity-ms",
+        type=float,
+        default=50.0,
+        help="--sweep: p99 first-chunk overhead limit for the capacity (default 50)",
+    )
     parser.add_argument("--json", type=Path, help="write the summary as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
@@ -638,8 +649,11 @@ def main(argv: list[str] | None = None) -> int:
     if requests is None and args.duration is None:
         requests = 5 * args.concurrent
 
+    levels = [int(v) for v in args.sweep.split(",")] if args.sweep else [args.concurrent]
+    summaries = []
     with contextlib.ExitStack() as stack:
         url, ttft = args.url, args.upstream_ttft_ms
+        spawned: Spawned | None = None
         if args.spawn:
             spawned = stack.enter_context(
                 spawn(
@@ -652,35 +666,87 @@ def main(argv: list[str] | None = None) -> int:
             )
             url, ttft = spawned.url, spawned.upstream_ttft_ms
             print(f"# spawned {args.server} at {url}", file=sys.stderr)
-        cpu_before = _cpu_snapshot(spawned if args.spawn else None)
-        totals, wall, cpu = asyncio.run(
-            run_load(
-                url,
-                path,
-                payload,
-                concurrent=args.concurrent,
-                requests=requests,
-                duration=args.duration,
-                timeout=args.timeout,
-                keepalive=not args.no_keepalive,
-                progress=not args.quiet,
+        for concurrent in levels:
+            if spawned is not None:
+                spawned.simulator.reset()
+            per_level = requests
+            if args.sweep and args.requests is None and args.duration is None:
+                per_level = 5 * concurrent
+            cpu_before = _cpu_snapshot(spawned)
+            totals, wall, cpu = asyncio.run(
+                run_load(
+                    url,
+                    path,
+                    payload,
+                    concurrent=concurrent,
+                    requests=per_level,
+                    duration=args.duration,
+                    timeout=args.timeout,
+                    keepalive=not args.no_keepalive,
+                    progress=not args.quiet,
+                )
             )
-        )
-        summary = summarize(totals, wall, cpu, upstream_ttft_ms=ttft, concurrent=args.concurrent)
-        summary["cpu_percent_of_one_core"] = _cpu_usage(
-            cpu_before, _cpu_snapshot(spawned if args.spawn else None), wall, cpu
-        )
-        summary.update(route=args.route, url=url, server=args.server if args.spawn else None)
-        if args.spawn:
-            summary["upstream"] = spawned.simulator.stats(records=False) | {"disconnects": None}
-            summary["upstream_profile"] = {**SPAWN_PROFILE, **json.loads(args.sim or "{}")}
-            summary["server_settings"] = {"workers": args.workers, "threads": args.threads}
-    print(format_summary(summary))
+            summary = summarize(totals, wall, cpu, upstream_ttft_ms=ttft, concurrent=concurrent)
+            summary["cpu_percent_of_one_core"] = _cpu_usage(
+                cpu_before, _cpu_snapshot(spawned), wall, cpu
+            )
+            summary.update(route=args.route, url=url, server=args.server if args.spawn else None)
+            if spawned is not None:
+                upstream = spawned.simulator.stats(records=False)
+                upstream.pop("disconnects", None)
+                summary["upstream"] = upstream
+                summary["upstream_profile"] = {**SPAWN_PROFILE, **json.loads(args.sim or "{}")}
+                summary["server_settings"] = {"workers": args.workers, "threads": args.threads}
+            print(format_summary(summary), flush=True)
+            summaries.append(summary)
+    result: dict[str, Any] = summaries[0] if not args.sweep else {"levels": summaries}
+    if args.sweep:
+        result["capacity"] = capacity(summaries, args.capacity_ms)
+        print(format_sweep(summaries, args.capacity_ms))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
-    broken = summary["lost_chunks"] or summary["duplicate_chunks"] or summary["missing_done"]
-    return 1 if broken or summary["events_after_done"] else 0
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    broken = any(
+        s["lost_chunks"] or s["duplicate_chunks"] or s["missing_done"] or s["events_after_done"]
+        for s in summaries
+    )
+    return 1 if broken else 0
+
+
+def capacity(summaries: list[dict[str, Any]], limit_ms: float) -> int | None:
+    """The highest level whose p99 first-chunk overhead stayed under ``limit_ms``, lossless."""
+    best = None
+    for s in summaries:
+        p99 = (s.get("first_chunk_overhead") or {}).get("p99_ms")
+        clean = not (s["lost_chunks"] or s["duplicate_chunks"] or s["missing_done"])
+        if p99 is not None and p99 < limit_ms and clean:
+            best = max(best or 0, s["concurrent"])
+    return best
+
+
+def format_sweep(summaries: list[dict[str, Any]], limit_ms: float) -> str:
+    lines = [
+        "",
+        "| concurrent | req/s | chunks/s | first byte p99 ms "
+        "| first chunk − TTFT p50 / p95 / p99 ms | lost / dup / no done "
+        "| CPU % of a core: server / simulator / client / others |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        o = s.get("first_chunk_overhead") or {}
+        u = s.get("cpu_percent_of_one_core") or {}
+        lines.append(
+            f"| {s['concurrent']} | {s['requests_per_s']} | {s['chunks_per_s']} "
+            f"| {s['first_byte']['p99_ms']} | {o.get('p50_ms')} / {o.get('p95_ms')} / "
+            f"{o.get('p99_ms')} | {s['lost_chunks']} / {s['duplicate_chunks']} / "
+            f"{s['missing_done']} | {u.get('server')} / {u.get('simulator')} / "
+            f"{u.get('client')} / {u.get('others')} |"
+        )
+    lines.append(
+        f"\ncapacity (p99 first-chunk overhead < {limit_ms:g} ms, no loss): "
+        f"{capacity(summaries, limit_ms)}"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
