@@ -214,6 +214,9 @@ class HistoryStore:
             conn.close()
 
     def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self._path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
         conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)

@@ -85,8 +85,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
 
     # Side work
-    #: SQLite file for the reading history; None disables history.
-    history_db_path: str | None = "backend_ai_history.sqlite3"
+    #: SQLite file for the reading history; None disables history. ``from_env`` defaults it to
+    #: a per-user state directory, so running from a clone never writes into the clone.
+    history_db_path: str | None = None
     history_queue_size: int = 1000
 
     def __post_init__(self) -> None:
@@ -181,7 +182,7 @@ class Settings:
             ),
             auth_token=env.text("BACKEND_AI_AUTH_TOKEN"),
             cors_origins=env.csv("BACKEND_AI_CORS_ORIGINS"),
-            history_db_path=env.optional_path("BACKEND_AI_HISTORY_DB", defaults.history_db_path),
+            history_db_path=env.optional_path("BACKEND_AI_HISTORY_DB", env.default_history_path()),
             history_queue_size=env.number(
                 "BACKEND_AI_HISTORY_QUEUE_SIZE", defaults.history_queue_size, int
             ),
@@ -267,6 +268,13 @@ class _Env:
         if not isinstance(value, dict):
             raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
         return value
+
+    def default_history_path(self) -> str:
+        """``$XDG_STATE_HOME/backend_ai/history.sqlite3`` (``~/.local/state`` when unset)."""
+        state_home = self.text("XDG_STATE_HOME") or os.path.join(
+            self.text("HOME") or os.path.expanduser("~"), ".local", "state"
+        )
+        return os.path.join(state_home, "backend_ai", "history.sqlite3")
 
     def optional_path(self, name: str, default: str | None) -> str | None:
         raw = self._environ.get(name)

@@ -62,6 +62,18 @@ def test_submit_never_waits_for_a_locked_database(tmp_path: Path) -> None:
         store.close()
 
 
+def test_the_database_directory_is_created(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "backend_ai" / "h.sqlite3"
+    store = HistoryStore(str(path))
+    try:
+        store.submit(record(1))
+        assert store.flush(5.0)
+        assert store.failed == 0
+        assert len(store.recent(5)) == 1
+    finally:
+        store.close()
+
+
 def test_close_writes_what_is_queued_and_is_safe_twice(tmp_path: Path) -> None:
     path = str(tmp_path / "h.sqlite3")
     store = HistoryStore(path)

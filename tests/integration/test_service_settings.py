@@ -21,6 +21,14 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.upstream_is_simulator is False
     assert settings.http.max_keepalive_connections == 10
     assert settings.http.max_connections == 20
+    assert settings.history_db_path is not None
+    assert settings.history_db_path.endswith("/.local/state/backend_ai/history.sqlite3")
+
+
+def test_history_defaults_to_the_user_state_directory() -> None:
+    settings = Settings.from_env({"XDG_STATE_HOME": "/var/lib/me"})
+    assert settings.history_db_path == "/var/lib/me/backend_ai/history.sqlite3"
+    assert Settings.from_env({"BACKEND_AI_HISTORY_DB": "/tmp/h.db"}).history_db_path == "/tmp/h.db"
 
 
 def test_every_variable_is_read() -> None:
