@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend_ai.app.services.parallel_streaming import (
@@ -128,6 +128,7 @@ def _section_events(name, chunks, failed):
     ]
 
 
+@settings(deadline=None)  # timing varies under a loaded 2-core machine
 @given(
     st.lists(st.integers(min_value=0, max_value=4), min_size=3, max_size=3),
     st.lists(st.booleans(), min_size=3, max_size=3),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend_ai.app.services.parallel_streaming import (
@@ -152,6 +152,7 @@ def test_hostile_text_in_control_events(text):
     assert json.loads(parsed.data)["message"] == text
 
 
+@settings(deadline=None)  # timing varies under a loaded 2-core machine
 @given(st.lists(st.text(), min_size=1, max_size=8), st.integers(min_value=1, max_value=7))
 def test_any_text_survives_a_real_parser_fed_in_any_pieces(texts, piece_size):
     wire = "".join(encode_event(ContentChunk("s", i, t)) for i, t in enumerate(texts))
@@ -203,6 +204,7 @@ def test_format_sse_hostile_data_reads_back(text):
     assert event.id == "1 2"
 
 
+@settings(deadline=None)  # timing varies under a loaded 2-core machine
 @given(st.text(), st.integers(min_value=1, max_value=5))
 def test_format_sse_any_text_reads_back(text, piece_size):
     frame = format_sse(text)

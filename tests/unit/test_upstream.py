@@ -6,7 +6,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from backend_ai.app.services.parallel_streaming import ErrorCode
@@ -62,6 +62,7 @@ _PAYLOAD = st.binary(min_size=1, max_size=40).filter(
 )
 
 
+@settings(deadline=None)  # timing varies under a loaded 2-core machine
 @given(
     st.lists(st.tuples(_PAYLOAD, _LINE_ENDS, _LINE_ENDS), max_size=10),
     st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=20),
@@ -74,9 +75,8 @@ def test_any_split_of_any_line_endings_gives_the_same_payloads(events, cuts):
         chunks.append(wire[position : position + size])
         position += size
         i += 1
-    # "\r" then "\n" in two separate line ends reads as one CRLF: skip those ambiguous cases.
-    if any(end1 == b"\r" and end2 == b"\n" for _, end1, end2 in events):
-        return
+    # "\r" then "\n" as two line ends reads as one CRLF (no blank line): not this property.
+    assume(not any(end1 == b"\r" and end2 == b"\n" for _, end1, end2 in events))
     assert list(iter_sse_data(chunks)) == [payload for payload, _, _ in events]
 
 
