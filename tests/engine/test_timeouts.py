@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import openai
+
 from backend_ai.app.services.parallel_streaming import (
     ErrorCode,
     Heartbeat,
@@ -17,6 +19,7 @@ from backend_ai.app.services.parallel_streaming import (
 )
 
 from .helpers import (
+    API_KEY,
     assert_well_formed,
     chunks_of,
     collect,
@@ -166,3 +169,19 @@ def test_waiting_for_a_pool_thread_is_not_a_stall(client, stats, simulator):
         assert simulator.stats(records=False)["streams_active_max"] == 1
     finally:
         one_thread.shutdown()
+
+
+def test_stall_timeout_with_the_sdks_default_client(simulator, executor, stats):
+    """``create_parallel_stream(openai_client, ...)`` is also used with a plain ``OpenAI()``
+    (httpx2, no cancellable transport): its stall timeout must still end the section (bug B12)."""
+    with openai.OpenAI(api_key=API_KEY, base_url=simulator.base_url, max_retries=0) as sdk:
+        manager = ParallelStreamManager(
+            sdk, executor=executor, stats=stats, options=RunOptions(stall_timeout_s=STALL_S)
+        )
+        configs = [section("stalled", stall_after=3, stall_s=2.5), section("ok")]
+        started = time.monotonic()
+        events = plain(collect(manager.stream(configs)))
+        wall = time.monotonic() - started
+    assert ends(events)["stalled"].code is ErrorCode.TIMEOUT
+    assert isinstance(ends(events)["ok"], SectionDone)
+    assert wall / STALL_S < 4, f"stall timeout {STALL_S}s, the run took {wall:.2f}s"
