@@ -200,3 +200,60 @@ def test_close_does_not_wait_for_sections_still_queued_for_a_thread(client, stat
         assert [r["tag"] for r in records] == ["busy"]
     finally:
         one_thread.shutdown()
+
+
+def test_executor_shut_down_under_a_queued_section_still_ends_its_run(client, stats, simulator):
+    """App shutdown does ``manager.close()`` then ``executor.shutdown()``, which cancels the
+    futures of sections still waiting for a thread. Their runs must still end with ``done``
+    instead of waiting forever for a worker that will never run (bug B13)."""
+    one_thread = SectionExecutor(1)
+    manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
+    busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
+    next(c for c in busy if isinstance(c, ContentChunk))
+    queued = manager.stream(
+        [section("queued", **SCENARIOS["streaming"])],
+        options=RunOptions(heartbeat_s=0.02, deadline_s=1.0),
+    )
+    next(e for e in queued if isinstance(e, Heartbeat))  # scheduled, waiting for the thread
+
+    one_thread.shutdown(wait=False)  # cancels the queued section's future
+    busy.close()
+
+    rest: list = []
+    consumer = threading.Thread(target=lambda: rest.extend(queued), daemon=True)
+    consumer.start()
+    consumer.join(3)  # the run's deadline is 1 s: it must be over by then at the latest
+    try:
+        assert not consumer.is_alive(), "the run waits forever for a cancelled section"
+        assert isinstance(rest[-1], RunDone)
+        assert rest[-1].failed == ("queued",)
+    finally:
+        if consumer.is_alive():
+            # Unstick the run by hand (an internal): post the end item its worker never will.
+            run = queued.gi_frame.f_locals["self"]
+            run.channel.put_control(
+                SectionError(section="queued", code=ErrorCode.CANCELLED, message="test cleanup")
+            )
+            consumer.join(5)
+        one_thread.shutdown()
+
+
+def test_a_run_on_a_shut_down_executor_never_raises_mid_stream(client, stats, simulator):
+    """Either refuse the run up front (LifecycleError from ``stream()``), or run it to a
+    ``done`` with every section failed; never raise out of the iterator after ``start``."""
+    closed = SectionExecutor(1)
+    closed.shutdown()
+    manager = ParallelStreamManager(client, executor=closed, stats=stats)
+    try:
+        events = manager.stream([section("a"), section("b")])
+    except LifecycleError:
+        return
+    received = []
+    try:
+        for event in events:
+            received.append(event)
+    except Exception as exc:
+        pytest.fail(f"raised {type(exc).__name__} after {[e.type for e in received]}: {exc}")
+    done = assert_well_formed(received, ["a", "b"])
+    assert set(done.failed) == {"a", "b"}
+    assert simulator.stats(records=False)["requests_total"] == 0
