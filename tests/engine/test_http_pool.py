@@ -164,11 +164,12 @@ def test_h2_chunk_read_by_another_thread_reaches_its_stream_at_once(make_manager
 ALLOWED_CANCEL_ERRORS = (openai.APIConnectionError, httpx.TransportError)
 
 
-def test_shared_client_under_many_threads(make_client, simulator, caplog):
+@pytest.mark.parametrize("settings", [H2, H1], ids=["h2", "http1.1"])
+def test_shared_client_under_many_threads(settings, make_client, simulator, caplog):
     """Open, read and cancel from many threads at once on one pooled client: no protocol
     error, no stuck stream, and the upstream's books balance."""
     caplog.set_level(logging.WARNING)
-    client = make_client(H2)
+    client = make_client(settings)
     executor = SectionExecutor(48)
     manager = ParallelStreamManager(client, executor=executor, stats=StreamStats())
     threads, iterations = 12, 16
@@ -256,8 +257,9 @@ def test_shared_client_under_many_threads(make_client, simulator, caplog):
         assert stats["streams_faulted"] == 0
         assert set(stats["status_counts"]) <= {"200"}
         assert stats["streams_completed"] >= 2 * actions["run-full"] + actions["raw-full"]
-        # All of it over one connection: no stream slot leaked, no protocol error closed it.
-        assert stats["connections_accepted"] == 1
+        if settings is H2:
+            # All over one connection: no stream slot leaked, no protocol error closed it.
+            assert stats["connections_accepted"] == 1
         _run(manager, ["after"])
     finally:
         manager.close()
@@ -466,3 +468,42 @@ def test_build_http_client_is_closeable_and_independent():
         second.close()
     assert first.is_closed
     assert second.is_closed
+
+
+def test_late_cancel_cannot_break_a_request_that_reused_the_connection(make_client, simulator):
+    """HTTP/1.1: a scope's request ended (error status, connection back in the pool) and
+    another request took the connection. Cancelling the old scope now must not shut down the
+    socket under the new request (bug B15). In the engine the window is a section that got an
+    error status while the consumer cancels it (close, deadline, stall)."""
+    client = make_client(PoolSettings(http2=False, max_connections=1, max_keepalive_connections=1))
+    scope = CancelScope()
+    outcome: dict[str, object] = {}
+    with scope:
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                extra_body={"sim": {"status": 500}},
+            )
+
+        def other_request() -> None:
+            try:
+                stream = client.chat.completions.create(
+                    model="gpt-4o",
+                    messages=MESSAGES,  # type: ignore[arg-type]
+                    stream=True,
+                    extra_body={"sim": {"tag": "innocent", "itl_ms": 20, "tokens": 20}},
+                )
+                outcome["chunks"] = sum(
+                    1 for chunk in stream if chunk.choices and chunk.choices[0].delta.content
+                )
+            except Exception as exc:
+                outcome["error"] = repr(exc)
+
+        other = threading.Thread(target=other_request)
+        other.start()
+        simulator.wait_for_stats(lambda s: s["streams_active"] == 1)
+        scope.cancel()  # late: the request it covered is long over
+        other.join(10)
+    assert outcome == {"chunks": 20}
+    assert simulator.stats(records=False)["connections_accepted"] == 1
