@@ -22,6 +22,7 @@ level:
   competing for the CPU and the lateness figures overstate the simulator's own.
 
 Usage: python scripts/measure_simulator.py [--protocol h1|h2] [--levels 50,100,200,400]
+       [--itl-ms 10] [--ttft-ms 50] [--tokens 300] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import h2.config
 import h2.connection
 import h2.events
 
-from backend_ai.simulator import run_simulator
+from backend_ai.simulator import SimulatorProcess, run_simulator
 
 __all__ = ["main"]
 
@@ -225,7 +226,6 @@ def _report(
         gaps.extend(b - a for a, b in zip(trace.arrivals, trace.arrivals[1:], strict=False))
         for i, arrival in enumerate(trace.arrivals):
             late.append(arrival - (trace.t_sent + ttft_s + i * itl_s))
-    first = min(t.arrivals[0] for t in traces if t.arrivals)
     last_start = max(t.arrivals[0] for t in traces if t.arrivals)
     first_end = min(t.arrivals[-1] for t in traces if t.arrivals)
     # chunks/s over the window where every stream was running
@@ -242,11 +242,27 @@ def _report(
         "late_p99_ms": 1000 * _percentile(late, 0.99),
         "late_max_ms": 1000 * max(late),
         "wall_s": wall,
-        "first_chunk_s": first,
         "sim_cpu_pct": 100 * cpu[0] / wall,
         "sim_us_per_chunk": 1e6 * cpu[0] / chunks if chunks else float("nan"),
         "client_cpu_pct": 100 * cpu[1] / wall,
     }
+
+
+def _measure(
+    sim: SimulatorProcess, host: str, port: int, streams: int, args: argparse.Namespace
+) -> dict[str, float]:
+    """One run of one level: client-side figures plus the simulator's own lateness."""
+    sim.reset()
+    sim_cpu0, own_cpu0, t0 = _cpu_seconds(sim.pid), _own_cpu_seconds(), time.perf_counter()
+    traces = asyncio.run(_level(host, port, args.protocol, streams, args.tokens, args.ramp_s))
+    wall = time.perf_counter() - t0
+    cpu = (_cpu_seconds(sim.pid) - sim_cpu0, _own_cpu_seconds() - own_cpu0)
+    row = _report(traces, args.ttft_ms / 1000, args.itl_ms / 1000, wall, cpu)
+    stats = sim.stats(records=False)
+    row["server_completed"] = stats["streams_completed"]
+    row.update({f"sim_late_{k}": v for k, v in stats["chunk_lateness"].items()})
+    row["load"] = os.getloadavg()[0]
+    return row
 
 
 def main() -> int:
@@ -257,6 +273,9 @@ def main() -> int:
     parser.add_argument("--ttft-ms", type=float, default=50.0)
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--ramp-s", type=float, default=1.0)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per level; the best (least late) is shown"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per level")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
@@ -274,23 +293,15 @@ def main() -> int:
         if not args.json:
             print(
                 f"protocol={args.protocol} itl={args.itl_ms:g}ms ttft={args.ttft_ms:g}ms "
-                f"tokens={args.tokens} ramp={args.ramp_s:g}s cpus={os.cpu_count()}"
+                f"tokens={args.tokens} ramp={args.ramp_s:g}s repeat={args.repeat} "
+                f"cpus={os.cpu_count()}"
             )
             print(header)
         for streams in levels:
-            sim.reset()
-            sim_cpu0, own_cpu0, t0 = _cpu_seconds(sim.pid), _own_cpu_seconds(), time.perf_counter()
-            traces = asyncio.run(
-                _level(host, port, args.protocol, streams, args.tokens, args.ramp_s)
-            )
-            wall = time.perf_counter() - t0
-            cpu = (_cpu_seconds(sim.pid) - sim_cpu0, _own_cpu_seconds() - own_cpu0)
-            row = _report(traces, args.ttft_ms / 1000, args.itl_ms / 1000, wall, cpu)
-            stats = sim.stats(records=False)
-            row["server_completed"] = stats["streams_completed"]
-            server = stats["chunk_lateness"]
-            row.update({f"sim_late_{k}": v for k, v in server.items()})
-            row["load"] = os.getloadavg()[0]
+            runs = [_measure(sim, host, port, streams, args) for _ in range(args.repeat)]
+            # On a shared machine other work only ever adds lateness: keep the best run.
+            row = min(runs, key=lambda run: (run["sim_late_p99_ms"], run["late_p99_ms"]))
+            server = {k.removeprefix("sim_late_"): v for k, v in row.items() if "sim_late_" in k}
             if args.json:
                 print(json.dumps({"protocol": args.protocol, **row}))
             else:
