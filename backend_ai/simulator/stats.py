@@ -5,7 +5,7 @@ Everything lives in the server's single event loop, so plain counters need no lo
 can poll the stats without disturbing them.
 
 Stream accounting holds ``streams_started == streams_active + streams_completed +
-streams_faulted + (stream disconnects)`` at every snapshot.
+streams_faulted + (disconnects with stream_started)`` at every snapshot.
 """
 
 from __future__ import annotations
@@ -195,6 +195,7 @@ class SimStats:
                     "chunks_sent": record.chunks_sent,
                     "http_version": record.http_version,
                     "stream": record.stream,
+                    "stream_started": bool(record.extra.get("stream_open")),
                 }
             )
         if record.stream and record.extra.pop("stream_open", False):

@@ -130,6 +130,30 @@ def test_disconnect_is_noticed_while_the_server_is_stalled(client, simulator):
     assert stats["streams_active"] == 0
 
 
+def test_client_giving_up_before_the_headers_is_a_disconnect(simulator):
+    body = {
+        "model": "m",
+        "messages": MESSAGES,
+        "stream": True,
+        "sim": {"header_delay_ms": 60_000, "tag": "impatient"},
+    }
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0, read=0.2)) as http,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        http.post(
+            f"{simulator.base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            json=body,
+        )
+    stats = simulator.wait_for_stats(lambda s: s["disconnects"], timeout=10)
+    (disconnect,) = stats["disconnects"]
+    assert disconnect["tag"] == "impatient"
+    assert disconnect["stream"] is True
+    assert disconnect["stream_started"] is False
+    assert stats["streams_started"] == 0
+
+
 def test_stream_accounting_adds_up(client, simulator):
     for sim in ({}, {"drop_after": 1}, {"truncate_after": 1}):
         stream = client.chat.completions.create(
@@ -142,7 +166,7 @@ def test_stream_accounting_adds_up(client, simulator):
     assert stats["streams_started"] == 4
     assert stats["streams_completed"] == 1
     assert stats["streams_faulted"] == 2
-    assert len(stats["disconnects"]) == 1
+    assert [d["stream_started"] for d in stats["disconnects"]] == [True]
 
 
 def test_concurrency_budget_refuses_beyond_c_per_key(client, simulator):
