@@ -34,7 +34,7 @@ class LatenessHistogram:
 
     A benchmark reads this to prove it measured the client, not an overloaded simulator.
     Fixed buckets keep the cost per chunk constant; percentiles are reported as the upper edge
-    of their bucket, so they are upper bounds.
+    of their bucket (capped at the exact maximum), so they are upper bounds.
     """
 
     EDGES_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
@@ -56,7 +56,8 @@ class LatenessHistogram:
         for index, count in enumerate(self.counts):
             seen += count
             if seen >= rank and count:
-                return float(self.EDGES_MS[index]) if index < len(self.EDGES_MS) else self.max_ms
+                edge = self.EDGES_MS[index] if index < len(self.EDGES_MS) else self.max_ms
+                return min(float(edge), self.max_ms)
         return 0.0
 
     def as_dict(self) -> dict[str, float]:

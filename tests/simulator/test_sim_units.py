@@ -223,6 +223,9 @@ def test_lateness_histogram_reports_bucket_upper_bounds():
     assert report["samples"] == 100
     assert report["p50_ms"] == 0.5
     assert report["p99_ms"] == 5
+    only_four = LatenessHistogram()
+    only_four.add(0.004)
+    assert only_four.as_dict()["p99_ms"] == pytest.approx(4.0), "capped at the exact maximum"
     assert report["max_ms"] == pytest.approx(40.0)
     assert LatenessHistogram().as_dict()["p99_ms"] == 0.0
 
