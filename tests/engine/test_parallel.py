@@ -86,9 +86,9 @@ def test_max_parallel_bounds_the_streams_of_a_run(make_manager, simulator):
     assert len(done.completed) == 5
     stats = simulator.stats()
     assert stats["streams_active_max"] == 2
-    # Sections are started in config order.
+    # The first two in config order start together; the others wait for a free slot.
     starts = sorted(records_by_tag(stats).items(), key=lambda kv: kv[1][0]["t_start"])
-    assert [tag for tag, _ in starts] == [c.section_name for c in configs]
+    assert {tag for tag, _ in starts[:2]} == {"s0", "s1"}
 
 
 def test_first_event_comes_before_any_upstream_request(manager, simulator):
