@@ -11,6 +11,7 @@ import itertools
 from backend_ai.app.services.parallel_streaming import (
     ContentChunk,
     ErrorCode,
+    Heartbeat,
     Mode,
     RunOptions,
     SectionDone,
@@ -155,3 +156,20 @@ def test_every_mode_delivers_the_same_chunks(make_manager):
             for name in NAMES
         }
     assert per_mode[Mode.ORDERED] == per_mode[Mode.INTERLEAVED] == per_mode[Mode.AS_COMPLETED]
+
+
+def test_ordered_heartbeats_while_buffered_sections_produce(make_manager):
+    """Heartbeats keep an idle connection open when nothing goes *out*; chunks that arrive but
+    are buffered behind a slow head send nothing (bug B16)."""
+    manager = make_manager(options=RunOptions(mode=Mode.ORDERED, heartbeat_s=0.1))
+    configs = [
+        section("slow-head", ttft_ms=800, itl_ms=2, tokens=5),
+        section("busy-behind", ttft_ms=20, itl_ms=20, tokens=35),  # arrives for ~0.7 s
+    ]
+    events = plain(collect(manager.stream(configs)))
+    names = [c.section_name for c in configs]
+    assert_well_formed([e for e in events if not isinstance(e, Heartbeat)], names)
+    first_chunk = next(i for i, e in enumerate(events) if isinstance(e, ContentChunk))
+    beats_before = sum(isinstance(e, Heartbeat) for e in events[:first_chunk])
+    # 0.8 s with nothing on the wire and a 0.1 s heartbeat: several beats.
+    assert beats_before >= 4, f"{beats_before} heartbeats in 0.8 s of silence"
