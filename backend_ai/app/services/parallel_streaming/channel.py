@@ -66,7 +66,10 @@ class RunChannel:
             while not self._reserve(count):
                 if state.cancel_code is not None:
                     return False
-                if time.monotonic() >= give_up_at:
+                now = time.monotonic()
+                # Waiting on the consumer is not an upstream stall.
+                state.last_activity = now
+                if now >= give_up_at:
                     state.cancel(ErrorCode.SLOW_CONSUMER)
                     return False
                 self._room.wait(_ROOM_POLL_S)

@@ -285,6 +285,9 @@ class _CancellableHTTP2Connection(HTTP2Connection):
                     if event.stream_id in self._events:
                         self._events[event.stream_id].append(event)
                         woken.add(event.stream_id)
+                    elif isinstance(event, h2.events.DataReceived):
+                        # Its response was closed meanwhile: nobody will read it.
+                        self._release_window(event.stream_id, event.flow_controlled_length or 0)
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self._connection_terminated = event
                     woken.update(self._stream_wakers)  # everyone re-checks the connection
@@ -340,29 +343,52 @@ class _CancellableHTTP2Connection(HTTP2Connection):
             if wake is not None:
                 wake.set()
         # If this stream's thread is the reader, blocked in read(), the PING's ACK wakes it.
-        self._reset(stream_id, wake_readers=True)
+        if self._reset(stream_id, wake_readers=True):
+            self._flush(stream_id)
 
     def _response_closed(self, stream_id: int) -> None:
-        self._reset(stream_id, wake_readers=False)
         with self._dispatch_lock:
             self._stream_wakers.pop(stream_id, None)
+            unread = sum(
+                event.flow_controlled_length or 0
+                for event in self._events.get(stream_id, ())
+                if isinstance(event, h2.events.DataReceived)
+            )
+        reset = self._reset(stream_id, wake_readers=False)
+        # Data received but never read still counts against the connection's window: hand it
+        # back, or every early close shrinks the window until the whole connection stalls.
+        released = self._release_window(stream_id, unread)
+        if reset or released:
+            self._flush(stream_id)
         super()._response_closed(stream_id)
 
-    def _reset(self, stream_id: int, *, wake_readers: bool) -> None:
-        """Send RST_STREAM unless the stream already ended; never raise."""
+    def _release_window(self, stream_id: int, size: int) -> bool:
+        if size <= 0:
+            return False
+        try:
+            self._h2_state.acknowledge_received_data(size, stream_id)
+        except h2.exceptions.ProtocolError:
+            return False
+        return True
+
+    def _reset(self, stream_id: int, *, wake_readers: bool) -> bool:
+        """Queue RST_STREAM unless the stream already ended; never raise. True when queued."""
         try:
             self._h2_state.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.CANCEL)
             if wake_readers:
                 self._h2_state.ping(_PING_PAYLOAD)
         except h2.exceptions.StreamClosedError:
-            return  # ended normally, or reset already: nothing to tell the server
+            return False  # ended normally, or reset already: nothing to tell the server
         except h2.exceptions.ProtocolError:
-            return  # the connection is closing; the server sees that instead
+            return False  # the connection is closing; the server sees that instead
+        return True
+
+    def _flush(self, stream_id: int) -> None:
         with self._write_lock:
             try:
                 self._network_stream.write(self._h2_state.data_to_send(), _RESET_WRITE_TIMEOUT_S)
             except Exception:
-                logger.debug("could not send RST_STREAM for stream %d", stream_id)
+                logger.debug("could not write the frames closing stream %d", stream_id)
 
 
 def _shutdown_socket(network_stream: Any) -> None:
