@@ -23,6 +23,7 @@ import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
+from urllib.parse import urlsplit
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.app.settings import Settings
@@ -139,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
             except BackendAIError as exc:
                 logger.error("%s", exc)
                 return 1
-            page = _page_url(args.host, args.port)
+            # With --port 0 the kernel chose: gunicorn's own log line says which.
+            port = urlsplit(server.url).port if server.url else None
+            page = _page_url(args.host, port or args.port)
             if embedded:
                 logger.info(
                     "no OPENAI_API_KEY or OPENAI_BASE_URL set: serving on the embedded "
