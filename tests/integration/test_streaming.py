@@ -243,6 +243,24 @@ def test_metrics_count_runs_sections_errors_and_latencies(sim_client: FlaskClien
     )
 
 
+def test_a_rate_limited_run_falls_back_and_is_counted(sim_client: FlaskClient) -> None:
+    body = {
+        "dream": "a dream",
+        "sim": {"tokens": 4},
+        "sim_sections": {
+            "symbols": {"fail_first": 1, "retry_after_ms": 30, "attempt_key": "symbols"},
+        },
+    }
+    frames = stream(sim_client, "/dream/interpret-stream", body)
+    check_protocol(frames)
+    events = data_events(frames)
+    assert any(e["type"] == "rate_limit" and "symbols" in e["sections"] for e in events)
+    assert sorted(events[-1]["completed"]) == sorted(DREAM_SECTIONS)
+    text = sim_client.get("/metrics").get_data(as_text=True)
+    assert _metric(text, "backend_ai_rate_limit_fallbacks_total", route="dream") == 1
+    assert _metric(text, "backend_ai_runs_total", route="dream", outcome="ok") == 1
+
+
 def test_stats_reports_the_engines_per_section_numbers(sim_client: FlaskClient) -> None:
     stream(sim_client, "/dream/interpret-stream", {"dream": "a dream"})
     stats = sim_client.get("/stats").get_json()
