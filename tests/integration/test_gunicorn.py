@@ -127,6 +127,19 @@ def test_client_disconnect_closes_every_upstream_stream(
         5.0,
         "the request's generator ended",
     )
+    # The cut reading is still saved, marked as such, with the text that did go out.
+    request_id = data_events(live.frames)[0]["request_id"]
+    assert service.url is not None
+
+    def saved() -> list[dict[str, Any]]:
+        readings = http.get(service.url + "history?limit=20").json()["readings"]
+        return [r for r in readings if r["request_id"] == request_id]
+
+    wait_until(saved, 5.0, "the cut reading is in /history")
+    reading = saved()[0]
+    assert reading["cancelled"] is True
+    assert {s["status"] for s in reading["sections"].values()} == {"incomplete"}
+    assert all(s["text"] for s in reading["sections"].values())
 
 
 def test_history_and_metrics_through_gunicorn(service: GunicornProcess, http: httpx.Client) -> None:
