@@ -128,6 +128,16 @@ def test_one_failing_section_does_not_stop_the_others(sim_client: FlaskClient) -
     assert SECRET_KEY not in str(events)
 
 
+def test_sim_sections_must_name_sections_of_the_route(
+    sim_client: FlaskClient, simulator: SimulatorProcess
+) -> None:
+    body = {"dream": "a dream", "sim_sections": {"symbolz": {"status": 500}}}
+    response = sim_client.post("/dream/interpret-stream", json=body)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "unknown_section"
+    assert simulator.stats(records=False)["requests_total"] == 0
+
+
 def test_heartbeats_flow_while_the_upstream_is_silent(make_app: MakeApp, simulator: Any) -> None:
     app = make_app(openai_base_url=simulator.base_url, upstream_is_simulator=True, heartbeat_s=0.05)
     body = {"dream": "a dream", "sim": {"ttft_ms": 400}}

@@ -102,6 +102,14 @@ def stream(
     input_data: Mapping[str, Any],
 ) -> Response:
     """Open the run and answer with its SSE response."""
+    names = {c.section_name for c in configs}
+    unknown = sorted(set(req.body.get("sim_sections") or {}) - names)
+    if unknown:
+        raise RequestError(
+            422,
+            "unknown_section",
+            f"'sim_sections' names no section of this route; sections: {', '.join(sorted(names))}",
+        )
     request_id = uuid.uuid4().hex
     run = open_run(
         req.state,
