@@ -478,14 +478,18 @@ class Bench:
         }
         data = {
             label: {
-                name: [_ms(t - r.trace.t0) for t in s.times] for name, s in r.trace.sections.items()
+                name: {
+                    "requested_ms": _ms(s.started - r.trace.t0) if s.started is not None else None,
+                    "chunk_ms": [_ms(t - r.trace.t0) for t in s.times],
+                }
+                for name, s in r.trace.sections.items()
             }
             for label, r in runs.items()
         }
         walls = {label: _ms(r.wall_s) for label, r in runs.items()}
         if HAVE_MATPLOTLIB:
             _plot_timeline(data, walls, p.section, path)
-        return {"profile": p.section, "wall_ms": walls, "chunk_ms": data}
+        return {"profile": p.section, "wall_ms": walls, "sections": data}
 
 
 def _rel(result: RunResult, name: str) -> float | None:
@@ -511,7 +515,7 @@ def _closing(peer: Peer) -> Iterator[Any]:
 
 
 def _plot_timeline(
-    data: dict[str, dict[str, list[float | None]]],
+    data: dict[str, dict[str, dict[str, Any]]],
     walls: dict[str, float | None],
     profile: dict[str, Any],
     path: Path,
@@ -526,16 +530,25 @@ def _plot_timeline(
     for ax, (label, sections) in zip(axes, data.items(), strict=True):
         names = list(sections)
         for row, name in enumerate(names):
-            times = [t for t in sections[name] if t is not None]
-            ax.vlines(times, row - 0.35, row + 0.35, color=colors[row % len(colors)], lw=0.8)
+            color = colors[row % len(colors)]
+            times = [t for t in sections[name]["chunk_ms"] if t is not None]
+            requested = sections[name]["requested_ms"]
+            if requested is not None and times:
+                # Waiting for the first token: from the section's request to its first chunk.
+                ax.hlines(row, requested, times[0], color=color, lw=1, alpha=0.35, ls="--")
+            ax.vlines(times, row - 0.35, row + 0.35, color=color, lw=0.8)
         ax.set_yticks(range(len(names)), names)
         ax.set_ylim(-0.6, len(names) - 0.4)
+        ax.set_xlim(left=0)
         ax.invert_yaxis()
         ax.set_title(
             f"{label}: all sections done at {walls[label]:.0f} ms", fontsize=10, loc="left"
         )
         ax.grid(axis="x", alpha=0.3)
-    axes[-1].set_xlabel("ms since the request (each tick: one content chunk reaching the consumer)")
+    axes[-1].set_xlabel(
+        "ms since the request (tick: a content chunk reaches the consumer; dashes: waiting "
+        "for the section's first token)"
+    )
     fig.suptitle(
         "Chunk arrival per section, same seeded upstream "
         f"(TTFT {profile['ttft_ms']} ms, {profile['tokens']} tokens at {profile['itl_ms']} ms, "

@@ -513,6 +513,13 @@ class Spawned:
     upstream_ttft_ms: float
     simulator: Any
     server: subprocess.Popen[bytes]
+    log_path: Path
+
+    def check_alive(self) -> None:
+        """Stop the test if the server exited: every later request would only be refused."""
+        if self.server.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"server exited with code {self.server.returncode}:\n{tail}")
 
 
 @contextlib.contextmanager
@@ -522,7 +529,7 @@ def spawn(
     workers: int = 2,
     threads: int = 32,
     profile: dict[str, Any] | None = None,
-    log_level: str = "warning",
+    log_level: str = "info",
     asgi_server: str = "auto",
 ) -> Iterator[Spawned]:
     """A simulator with a fixed profile and a server pointed at it; both stopped at the end."""
@@ -566,14 +573,25 @@ def spawn(
             health = f"http://127.0.0.1:{port}/health"
         else:
             raise ValueError(f"unknown server {server!r}")
-        proc = subprocess.Popen(command, env=env, start_new_session=True)
+        # ``backend-ai serve`` needs gunicorn's info-level "Listening at" line to know it is up,
+        # so the server logs at info, into a file (printed if it fails).
+        log_path = Path(tmp) / "server.log"
+        log = log_path.open("wb")
+        proc = subprocess.Popen(
+            command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
-            _wait_healthy(health, proc, timeout=60.0)
+            try:
+                _wait_healthy(health, proc, timeout=60.0)
+            except RuntimeError:
+                print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
             yield Spawned(
                 url=f"http://127.0.0.1:{port}",
                 upstream_ttft_ms=float(profile["ttft_ms"]),
                 simulator=sim,
                 server=proc,
+                log_path=log_path,
             )
         finally:
             if proc.poll() is None:
@@ -583,6 +601,9 @@ def spawn(
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+            log.close()
+            if proc.returncode not in (0, -signal.SIGTERM):
+                print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
 
 
 def machine_busy() -> tuple[float, float]:
@@ -668,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# spawned {args.server} at {url}", file=sys.stderr)
         for concurrent in levels:
             if spawned is not None:
+                spawned.check_alive()
                 spawned.simulator.reset()
             per_level = requests
             if args.sweep and args.requests is None and args.duration is None:
@@ -687,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             summary = summarize(totals, wall, cpu, upstream_ttft_ms=ttft, concurrent=concurrent)
+            if spawned is not None:
+                summary["server_alive"] = spawned.server.poll() is None
             summary["cpu_percent_of_one_core"] = _cpu_usage(
                 cpu_before, _cpu_snapshot(spawned), wall, cpu
             )
