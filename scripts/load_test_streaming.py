@@ -416,6 +416,11 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  errors {s['errors'] or 'none'}; section errors {s['section_errors'] or 'none'}",
         f"  client CPU {s['client_cpu_percent']}% of one core",
     ]
+    per_chunk = s.get("cpu_us_per_chunk") or {}
+    if per_chunk:
+        lines.append(
+            "  CPU per chunk, µs: " + ", ".join(f"{k} {v:g}" for k, v in per_chunk.items())
+        )
     usage = s.get("cpu_percent_of_one_core") or {}
     if usage:
         lines.append(
@@ -711,9 +716,15 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarize(totals, wall, cpu, upstream_ttft_ms=ttft, concurrent=concurrent)
             if spawned is not None:
                 summary["server_alive"] = spawned.server.poll() is None
-            summary["cpu_percent_of_one_core"] = _cpu_usage(
-                cpu_before, _cpu_snapshot(spawned), wall, cpu
-            )
+            usage = _cpu_usage(cpu_before, _cpu_snapshot(spawned), wall, cpu)
+            summary["cpu_percent_of_one_core"] = usage
+            if summary["chunks"]:
+                # CPU per delivered chunk: unlike latency, barely moved by other load on the box.
+                summary["cpu_us_per_chunk"] = {
+                    party: round(usage[party] / 100 * wall * 1e6 / summary["chunks"], 1)
+                    for party in ("server", "simulator", "client")
+                    if party in usage
+                }
             summary.update(route=args.route, url=url, server=args.server if args.spawn else None)
             if spawned is not None:
                 upstream = spawned.simulator.stats(records=False)
@@ -753,8 +764,8 @@ def format_sweep(summaries: list[dict[str, Any]], limit_ms: float) -> str:
         "",
         "| concurrent | req/s | chunks/s | first byte p99 ms "
         "| first chunk − TTFT p50 / p95 / p99 ms | lost / dup / no done "
-        "| CPU % of a core: server / simulator / client / others |",
-        "|---|---|---|---|---|---|---|",
+        "| CPU % of a core: server / simulator / client / others | server CPU µs/chunk |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         o = s.get("first_chunk_overhead") or {}
@@ -764,7 +775,8 @@ def format_sweep(summaries: list[dict[str, Any]], limit_ms: float) -> str:
             f"| {s['first_byte']['p99_ms']} | {o.get('p50_ms')} / {o.get('p95_ms')} / "
             f"{o.get('p99_ms')} | {s['lost_chunks']} / {s['duplicate_chunks']} / "
             f"{s['missing_done']} | {u.get('server')} / {u.get('simulator')} / "
-            f"{u.get('client')} / {u.get('others')} |"
+            f"{u.get('client')} / {u.get('others')} "
+            f"| {(s.get('cpu_us_per_chunk') or {}).get('server')} |"
         )
     lines.append(
         f"\ncapacity (p99 first-chunk overhead < {limit_ms:g} ms, no loss): "
