@@ -77,7 +77,10 @@ async def send_response(
 
 
 async def sleep_until(deadline: float) -> None:
-    """Sleep until the event loop's clock reaches ``deadline`` (absolute, so delays never drift)."""
+    """Sleep until the event loop's clock reaches ``deadline`` (absolute, so delays never drift).
+
+    A deadline already past still yields once: a stream with ``itl_ms=0`` (or one running
+    behind) must let the disconnect watcher and the other streams run between its chunks.
+    """
     delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await asyncio.sleep(delay if delay > 0 else 0)

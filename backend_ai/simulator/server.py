@@ -41,6 +41,10 @@ connections and a request can't race the server's close of a connection it is re
 H2_MAX_CONCURRENT_STREAMS = 256
 """What large providers' front ends advertise; more streams than this open a second connection."""
 GRACEFUL_TIMEOUT_S = 1.0
+KEEP_ALIVE_MAX_REQUESTS = 2**31
+"""hypercorn's default (1000) sends GOAWAY after 1000 requests on a connection, and python-h2
+then treats the client's frames for streams in flight as a protocol error: every one of them
+dies. Load tests pass 1000 requests per connection in seconds, so the limit is lifted."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ def _hypercorn_config(tls: TLSMaterial | None) -> Config:
     config.loglevel = "WARNING"
     config.accesslog = None
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT_S
+    config.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
     config.h2_max_concurrent_streams = H2_MAX_CONCURRENT_STREAMS
     config.backlog = 1024
