@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +29,10 @@ _MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "o4-mini")
 
 def _model_object(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": 1_715_367_049, "owned_by": "simulator"}
+
+
+def _request_id_header() -> tuple[bytes, bytes]:
+    return (b"x-request-id", b"req_" + uuid.uuid4().hex.encode())
 
 
 def _json(obj: Any) -> bytes:
@@ -69,7 +74,12 @@ class SimulatorApp:
     async def _error(
         send: Send, status: int, message: str, *, param: str | None = None, code: str | None = None
     ) -> None:
-        await send_response(send, status, wire.error_body(status, message, param=param, code=code))
+        await send_response(
+            send,
+            status,
+            wire.error_body(status, message, param=param, code=code),
+            headers=[_request_id_header()],
+        )
 
     async def _models(self, scope: Scope, send: Send) -> None:
         if scope["method"] != "GET":
@@ -85,7 +95,7 @@ class SimulatorApp:
             body = {"object": "list", "data": [_model_object(m) for m in _MODELS]}
         else:
             body = _model_object(path.removeprefix("/v1/models/"))
-        await send_response(send, 200, _json(body))
+        await send_response(send, 200, _json(body), headers=[_request_id_header()])
 
     async def _control(self, scope: Scope, receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]

@@ -191,6 +191,8 @@ def test_missing_api_key_is_401_and_unknown_path_404(simulator):
     assert no_key.json()["error"]["code"] == "invalid_api_key"
     assert unknown.status_code == 404
     assert unknown.json()["error"]["type"] == "invalid_request_error"
+    assert unknown.headers["x-request-id"].startswith("req_")
+    assert no_key.headers["x-request-id"].startswith("req_")
     assert not_json.status_code == 400
 
 
