@@ -546,8 +546,7 @@ def _plot_timeline(
         )
         ax.grid(axis="x", alpha=0.3)
     axes[-1].set_xlabel(
-        "ms since the request (tick: a content chunk reaches the consumer; dashes: waiting "
-        "for the section's first token)"
+        "ms since the request; tick: a chunk reaches the consumer; dashes: awaiting a first token"
     )
     fig.suptitle(
         "Chunk arrival per section, same seeded upstream "

@@ -536,6 +536,7 @@ def spawn(
     profile: dict[str, Any] | None = None,
     log_level: str = "info",
     asgi_server: str = "auto",
+    log_file: Path | None = None,
 ) -> Iterator[Spawned]:
     """A simulator with a fixed profile and a server pointed at it; both stopped at the end."""
     from backend_ai.simulator import SimulatorProcess
@@ -580,7 +581,7 @@ def spawn(
             raise ValueError(f"unknown server {server!r}")
         # ``backend-ai serve`` needs gunicorn's info-level "Listening at" line to know it is up,
         # so the server logs at info, into a file (printed if it fails).
-        log_path = Path(tmp) / "server.log"
+        log_path = log_file or Path(tmp) / "server.log"
         log = log_path.open("wb")
         proc = subprocess.Popen(
             command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
@@ -661,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         default=50.0,
         help="--sweep: p99 first-chunk overhead limit for the capacity (default 50)",
     )
+    parser.add_argument("--server-log", type=Path, help="--spawn: keep the server's log here")
     parser.add_argument("--json", type=Path, help="write the summary as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
@@ -688,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                     threads=args.threads,
                     profile=json.loads(args.sim) if args.sim else None,
                     asgi_server=args.asgi_server,
+                    log_file=args.server_log,
                 )
             )
             url, ttft = spawned.url, spawned.upstream_ttft_ms
@@ -764,19 +767,23 @@ def format_sweep(summaries: list[dict[str, Any]], limit_ms: float) -> str:
         "",
         "| concurrent | req/s | chunks/s | first byte p99 ms "
         "| first chunk − TTFT p50 / p95 / p99 ms | lost / dup / no done "
-        "| CPU % of a core: server / simulator / client / others | server CPU µs/chunk |",
-        "|---|---|---|---|---|---|---|---|",
+        "| CPU % of a core: server / simulator / client / others | server CPU µs/chunk "
+        "| simulator lateness p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         o = s.get("first_chunk_overhead") or {}
         u = s.get("cpu_percent_of_one_core") or {}
+        # How late the simulator itself sent tokens against its schedule (CPU starved).
+        late = (s.get("upstream") or {}).get("chunk_lateness") or {}
         lines.append(
             f"| {s['concurrent']} | {s['requests_per_s']} | {s['chunks_per_s']} "
             f"| {s['first_byte']['p99_ms']} | {o.get('p50_ms')} / {o.get('p95_ms')} / "
             f"{o.get('p99_ms')} | {s['lost_chunks']} / {s['duplicate_chunks']} / "
             f"{s['missing_done']} | {u.get('server')} / {u.get('simulator')} / "
             f"{u.get('client')} / {u.get('others')} "
-            f"| {(s.get('cpu_us_per_chunk') or {}).get('server')} |"
+            f"| {(s.get('cpu_us_per_chunk') or {}).get('server')} "
+            f"| {late.get('p50_ms')} / {late.get('p99_ms')} |"
         )
     lines.append(
         f"\ncapacity (p99 first-chunk overhead < {limit_ms:g} ms, no loss): "
