@@ -416,6 +416,12 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  errors {s['errors'] or 'none'}; section errors {s['section_errors'] or 'none'}",
         f"  client CPU {s['client_cpu_percent']}% of one core",
     ]
+    late = (s.get("upstream") or {}).get("chunk_lateness") or {}
+    if late:
+        lines.append(
+            f"  simulator lateness against its schedule: p50 {late.get('p50_ms')} ms, "
+            f"p99 {late.get('p99_ms')} ms (a starved upstream inflates the overhead above)"
+        )
     per_chunk = s.get("cpu_us_per_chunk") or {}
     if per_chunk:
         lines.append(
