@@ -43,14 +43,16 @@ def test_an_early_close_hands_unread_data_back_to_the_connection_window(simulato
         with client.stream("POST", url, json=body) as response:
             chunks = response.iter_raw()
             next(chunks)
-            # Let the upstream send everything, then read once more: that read parses a
+            # Let the upstream send everything, then make one more socket read: it parses a
             # socket-full of DATA frames, of which this stream consumes one.
             deadline = time.monotonic() + 10
             while simulator.stats()["streams_active"] and time.monotonic() < deadline:
                 time.sleep(0.01)
-            next(chunks)
             connection = _h2_connection(client)
             stream_id = 3  # the second request on this connection
+            while connection._events[stream_id]:
+                next(chunks)  # use up what earlier reads queued
+            next(chunks)  # this one reads the socket
             unread = sum(
                 e.flow_controlled_length
                 for e in connection._events[stream_id]

@@ -21,6 +21,7 @@ the engine alone decides, and it never retries a section that already produced o
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -122,11 +123,14 @@ class ParallelStreamManager:
         if self._closed:
             raise LifecycleError("this ParallelStreamManager is closed")
         sections = validate_configs(configs)
+        executor = self._executor or get_section_executor()
+        if executor.closed:
+            raise LifecycleError("the section executor is shut down")
         run = _Run(
             client=self._client,
             configs=sections,
             options=options or self._options,
-            executor=self._executor or get_section_executor(),
+            executor=executor,
             stats=self._stats,
             secrets=self._secrets,
             request_id=request_id or uuid.uuid4().hex,
@@ -197,8 +201,32 @@ class _Run:
     def _submit(self, state: SectionState) -> None:
         state.running = True
         state.last_activity = 0.0  # stall timing starts when a worker picks the section up
-        self.running[state.name] = self.executor.submit(
-            run_section, self.client, state, self.channel, self.options, self.secrets
+        try:
+            future = self.executor.submit(
+                run_section, self.client, state, self.channel, self.options, self.secrets
+            )
+        except LifecycleError:
+            # The pool shut down under this run: the section ends here, the run still ends.
+            future = Future()
+            future.set_result(None)
+            self._end_unstarted(state)
+        else:
+            future.add_done_callback(functools.partial(self._on_future_done, state))
+        self.running[state.name] = future
+
+    def _on_future_done(self, state: SectionState, future: Future[Any]) -> None:
+        if future.cancelled():  # executor shutdown, or _cancel_all: its worker never ran
+            self._end_unstarted(state)
+
+    def _end_unstarted(self, state: SectionState) -> None:
+        """Post the end item of a section that will never run (its worker would have)."""
+        self.channel.put_control(
+            SectionError(
+                section=state.name,
+                code=ErrorCode.CANCELLED,
+                message="the server is shutting down",
+                chunks=state.chunks,
+            )
         )
 
     def _schedule(self, now: float) -> None:
@@ -306,41 +334,58 @@ class _Run:
             last_out = now = monotonic()
             next_tick = now + self.tick_s
             self._schedule(now)
-            while self.pending or self.fallback or self.running:
-                if now >= next_tick:
+            while True:
+                past_deadline = deadline is not None and now >= deadline
+                if now >= next_tick or past_deadline:
                     self._check_timers(now, deadline)
-                    if deadline is not None and now >= deadline:
+                    if past_deadline:
                         for event in self._expire_waiting():
                             self._record(event, started)
-                            yield from push(event)
+                            out = push(event)
+                            if out:
+                                last_out = now
+                                yield from out
                     if heartbeat_s is not None and now - last_out >= heartbeat_s:
                         last_out = now
                         yield Heartbeat()
-                    self._schedule(now)
                     next_tick = now + self.tick_s
                 if not self.running:
                     self._schedule(now)  # e.g. the rate-limit wait just ended
-                wake_at = next_tick if self.running else min(next_tick, self.resume_at)
+                if not (self.pending or self.fallback or self.running):
+                    break
+                wake_at = next_tick
+                if deadline is not None and not past_deadline:
+                    wake_at = min(wake_at, deadline)
+                if self.fallback and not self.running:
+                    wake_at = min(wake_at, self.resume_at)
                 item = get(max(0.0, wake_at - now))
                 now = monotonic()
                 if item is None:
                     continue
-                last_out = now
                 if type(item) is list:
                     # The hot path: a batch of one section's chunks.
                     if interleaved:
+                        last_out = now
                         yield from item
-                    else:
-                        for chunk in item:
-                            yield from push(chunk)
+                        continue
+                    for chunk in item:
+                        out = push(chunk)
+                        if out:
+                            last_out = now
+                            yield from out
                     continue
                 if item is _SHUT_DOWN:
-                    for event in self._stop_for_shutdown():
+                    ended = self._stop_for_shutdown()
+                    for event in ended:
                         self._record(event, started)
-                        yield from push(event)
-                    continue
-                yield from push(self._on_control(item, now, started))
-                self._schedule(now)
+                else:
+                    ended = [self._on_control(item, now, started)]
+                    self._schedule(now)
+                for event in ended:
+                    out = push(event)
+                    if out:
+                        last_out = now
+                        yield from out
             finished = True
             yield RunDone(
                 request_id=self.request_id,
@@ -384,9 +429,13 @@ class _Run:
         """The consumer went away: stop every section and wait briefly for their threads."""
         self.pending.clear()
         self.fallback.clear()
-        futures = list(self.running.values())
-        for name in self.running:
+        futures = []
+        for name, future in self.running.items():
             self.states[name].cancel(ErrorCode.CANCELLED)
+            # A section still queued for a pool thread never starts; only running ones are
+            # waited for.
+            if not future.cancel():
+                futures.append(future)
         if futures:
             _done, not_done = wait(futures, timeout=_CANCEL_GRACE_S)
             if not_done:

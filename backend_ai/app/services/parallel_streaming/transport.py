@@ -34,7 +34,7 @@ import functools
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import h2.connection
@@ -48,7 +48,7 @@ from httpcore._sync.connection import HTTPConnection
 from httpcore._sync.http2 import HTTP2Connection
 from httpcore._sync.http11 import HTTP11Connection
 
-__all__ = ["CancelScope", "CancellableTransport"]
+__all__ = ["CancelScope", "CancellableTransport", "shutdown_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,17 @@ class CancelScope:
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()
+
+    def attach_fallback(self, callback: Callable[[], None]) -> None:
+        """Register ``callback`` unless the transport already registered what it opened.
+
+        For clients whose transport is not ``CancellableTransport`` (the SDK's default one,
+        say): cancellation then falls back to whatever ``callback`` can do from outside.
+        """
+        with self._lock:
+            armed = bool(self._callbacks)
+        if not armed:
+            self._attach(callback)
 
     def _attach(self, callback: Callable[[], None]) -> None:
         with self._lock:
@@ -391,6 +402,41 @@ class _CancellableHTTP2Connection(HTTP2Connection):
                 logger.debug("could not write the frames closing stream %d", stream_id)
 
 
+class _RequestInFlight:
+    """Cancels one HTTP/1.1 request by shutting its socket down — only while it is in flight:
+    once its response is closed the connection may serve another request, which a late cancel
+    must not break."""
+
+    def __init__(self, network_stream: Any) -> None:
+        self._network_stream = network_stream
+        self._lock = threading.Lock()
+        self._done = False
+
+    def cancel(self) -> None:
+        with self._lock:
+            if not self._done:
+                _shutdown_socket(self._network_stream)
+
+    def finished(self) -> None:
+        with self._lock:
+            self._done = True
+
+
+class _TrackedStream:
+    """A response body that tells its ``_RequestInFlight`` when it is closed."""
+
+    def __init__(self, stream: Any, in_flight: _RequestInFlight) -> None:
+        self._stream = stream
+        self._in_flight = in_flight
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+
+    def close(self) -> None:
+        self._in_flight.finished()
+        self._stream.close()
+
+
 def _shutdown_socket(network_stream: Any) -> None:
     """Wake a read blocked on this HTTP/1.1 connection; the server sees the connection close."""
     sock = network_stream.get_extra_info("socket")
@@ -424,11 +470,17 @@ class _CancellableConnection(HTTPConnection):
             self._connect_failed = True
             raise
         connection = self._connection
-        if isinstance(connection, HTTP11Connection):
-            _attach_to_current_scope(
-                functools.partial(_shutdown_socket, connection._network_stream)
-            )
-        return connection.handle_request(request)
+        if not isinstance(connection, HTTP11Connection):
+            return connection.handle_request(request)
+        in_flight = _RequestInFlight(connection._network_stream)
+        _attach_to_current_scope(in_flight.cancel)
+        try:
+            response = connection.handle_request(request)
+        except BaseException:
+            in_flight.finished()
+            raise
+        response.stream = _TrackedStream(response.stream, in_flight)
+        return response
 
 
 class _CancellablePool(httpcore.ConnectionPool):
@@ -458,3 +510,14 @@ class CancellableTransport(httpx.HTTPTransport):
             # Same layout, one overridden factory method: swapping the class keeps every
             # setting httpx derived (SSL context, limits, sockets) without repeating it here.
             self._pool.__class__ = _CancellablePool
+
+
+def shutdown_response(response: Any) -> None:
+    """Best-effort cancel of a response from a transport that is not ours (HTTP/1.1 only):
+    shut its socket down so a read blocked on it returns. HTTP/2 sockets are shared and are
+    left alone; such a stream stops when its worker next gets data."""
+    if getattr(response, "http_version", "") == "HTTP/2":
+        return
+    network_stream = response.extensions.get("network_stream")
+    if network_stream is not None:
+        _shutdown_socket(network_stream)

@@ -8,6 +8,7 @@ section's ``CancelScope``, so the consumer can cancel it from its own thread at 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ from backend_ai.app.services.parallel_streaming.events import (
     TokenUsage,
 )
 from backend_ai.app.services.parallel_streaming.rate_limit import retry_wait_s
-from backend_ai.app.services.parallel_streaming.transport import CancelScope
+from backend_ai.app.services.parallel_streaming.transport import CancelScope, shutdown_response
 from backend_ai.app.services.parallel_streaming.upstream import (
     SSEDataParser,
     safe_message,
@@ -114,6 +115,72 @@ def _usage(raw: Any) -> TokenUsage | None:
         return None
 
 
+class _SectionReader:
+    """Turns one section's raw upstream bytes into its chunks, keeping the section's counters.
+
+    ``seq`` and ``chars`` count only chunks the channel accepted: a section's end item must
+    never claim chunks its consumer did not get.
+    """
+
+    __slots__ = (
+        "chars",
+        "finish_reason",
+        "parser",
+        "section",
+        "seq",
+        "started",
+        "ttft_ms",
+        "usage",
+    )
+
+    def __init__(self, section: str, first_seq: int, started: float) -> None:
+        self.section = section
+        self.parser = SSEDataParser()
+        self.seq = first_seq
+        self.chars = 0
+        self.finish_reason: str | None = None
+        self.usage: TokenUsage | None = None
+        self.started = started
+        self.ttft_ms: float | None = None
+
+    def read(self, received: bytes, batch: list[ContentChunk]) -> None:
+        """Parse one network read into ``batch``; raise on a bad or error payload (the chunks
+        already in ``batch`` stay valid)."""
+        section = self.section
+        seq = self.seq + len(batch)
+        for data in self.parser.feed(received):
+            if data == b"[DONE]":
+                return
+            payload = _decode(data)
+            if payload.get("error"):
+                error = payload["error"]
+                detail = error.get("message") if isinstance(error, dict) else error
+                raise UpstreamStreamError(str(detail))
+            for choice in payload.get("choices") or ():
+                delta = choice.get("delta")
+                content = delta.get("content") if delta else None
+                if content:
+                    batch.append(ContentChunk(section, seq, content))
+                    seq += 1
+                if choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
+            if payload.get("usage"):
+                self.usage = _usage(payload["usage"])
+
+    def deliver(self, batch: list[ContentChunk], state: SectionState, channel: RunChannel) -> None:
+        """Hand a read's chunks to the consumer; raise ``_Cancelled`` if the section was stopped."""
+        now = time.monotonic()
+        state.last_activity = now
+        if not batch:
+            return
+        if not channel.put_chunks(batch, state):
+            raise _Cancelled
+        if self.ttft_ms is None:
+            self.ttft_ms = (now - self.started) * 1000
+        self.seq += len(batch)
+        self.chars += sum(len(chunk.content) for chunk in batch)
+
+
 def run_section(
     client: openai.OpenAI,
     state: SectionState,
@@ -123,85 +190,57 @@ def run_section(
 ) -> None:
     """Stream one section to its end; never raises."""
     config = state.config
-    section = config.section_name
     scope = state.scope
     started = time.monotonic()
     state.last_activity = started
-    ttft_ms: float | None = None
-    seq = state.chunks
-    chars = 0
-    finish_reason: str | None = None
-    usage: TokenUsage | None = None
+    reader = _SectionReader(config.section_name, state.chunks, started)
     end: object
     try:
         if scope.cancelled:
             raise _Cancelled
         if not state.announced:
             state.announced = True
-            channel.put_control(SectionStarted(section=section, model=config.model))
-        arguments = _request_arguments(config, options)
-        parser = SSEDataParser()
-        with (
-            scope,
-            client.chat.completions.with_streaming_response.create(**arguments) as raw,
-        ):
-            for received in raw.http_response.iter_bytes():
-                batch: list[ContentChunk] = []
-                try:
-                    for data in parser.feed(received):
-                        if data == b"[DONE]":
-                            break
-                        payload = _decode(data)
-                        if payload.get("error"):
-                            error = payload["error"]
-                            detail = error.get("message") if isinstance(error, dict) else error
-                            raise UpstreamStreamError(str(detail))
-                        for choice in payload.get("choices") or ():
-                            delta = choice.get("delta")
-                            content = delta.get("content") if delta else None
-                            if content:
-                                batch.append(ContentChunk(section, seq, content))
-                                seq += 1
-                                chars += len(content)
-                            if choice.get("finish_reason"):
-                                finish_reason = choice["finish_reason"]
-                        if payload.get("usage"):
-                            usage = _usage(payload["usage"])
-                finally:
-                    # Chunks read before a bad payload in the same read are still delivered.
-                    now = time.monotonic()
-                    state.last_activity = now
-                    if batch:
-                        if ttft_ms is None:
-                            ttft_ms = (now - started) * 1000
-                        if not channel.put_chunks(batch, state):
-                            seq = batch[0].seq  # the end item counts only what was posted
-                            raise _Cancelled  # cancellation outranks the error
-            # Read to the end: nothing is left to cancel, and the connection may be reused.
-            scope.close()
-        state.chunks = seq
-        if finish_reason is None:
-            end = SectionError(
-                section=section,
-                code=ErrorCode.INCOMPLETE,
-                message="the upstream ended the stream without a finish_reason",
-                chunks=seq,
-            )
-        else:
-            end = SectionDone(
-                section=section,
-                finish_reason=finish_reason,
-                ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
-                duration_ms=round((time.monotonic() - started) * 1000, 3),
-                chars=chars,
-                chunks=seq,
-                usage=usage,
-            )
+            channel.put_control(SectionStarted(section=config.section_name, model=config.model))
+        create = client.chat.completions.with_streaming_response.create
+        with scope, create(**_request_arguments(config, options)) as raw:
+            scope.attach_fallback(functools.partial(shutdown_response, raw.http_response))
+            try:
+                for received in raw.http_response.iter_bytes():
+                    batch: list[ContentChunk] = []
+                    try:
+                        reader.read(received, batch)
+                    finally:
+                        reader.deliver(batch, state, channel)
+            finally:
+                # Read to the end, or failing: from here on the response closes itself, and a
+                # late cancel must not touch a connection that may go back to the pool.
+                scope.close()
+        end = _end_of_stream(reader, started)
     except BaseException as exc:
-        state.chunks = seq
-        end = _end_for_failure(exc, state, seq, options, secrets)
+        end = _end_for_failure(exc, state, reader.seq, options, secrets)
     finally:
+        state.chunks = reader.seq
         channel.put_control(end)
+
+
+def _end_of_stream(reader: _SectionReader, started: float) -> SectionDone | SectionError:
+    """A stream that ended cleanly without a ``finish_reason`` was cut off: not a success."""
+    if reader.finish_reason is None:
+        return SectionError(
+            section=reader.section,
+            code=ErrorCode.INCOMPLETE,
+            message="the upstream ended the stream without a finish_reason",
+            chunks=reader.seq,
+        )
+    return SectionDone(
+        section=reader.section,
+        finish_reason=reader.finish_reason,
+        ttft_ms=None if reader.ttft_ms is None else round(reader.ttft_ms, 3),
+        duration_ms=round((time.monotonic() - started) * 1000, 3),
+        chars=reader.chars,
+        chunks=reader.seq,
+        usage=reader.usage,
+    )
 
 
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
