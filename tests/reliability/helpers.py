@@ -29,8 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 __all__ = [
     "CANARY_KEY",
     "ROUTES",
-    "ProcessProbe",
     "ProcSample",
+    "ProcessProbe",
     "RawClient",
     "RouteCase",
     "ScriptedUpstream",
@@ -400,7 +400,7 @@ class ScriptedUpstream:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: the test reads its own output, not ours
 
             def do_POST(self) -> None:

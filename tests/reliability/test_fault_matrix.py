@@ -109,7 +109,7 @@ def references(service: Service) -> Iterator[References]:
             cache[case.name] = {name: o.text for name, o in result.outcomes.items()}
         return cache[case.name]
 
-    yield get
+    return get
 
 
 def assert_no_open_upstream_stream(simulator: SimulatorProcess) -> dict[str, Any]:
@@ -272,7 +272,8 @@ def _assert_every_section_failed(result: StreamResult, case: RouteCase, code: st
     assert set(result.outcomes) == set(case.sections)
     for name, outcome in result.outcomes.items():
         assert (outcome.end, outcome.code, outcome.chunks) == ("error", code, 0), (name, outcome)
-    assert result.events[-1]["failed"] and not result.events[-1]["completed"]
+    assert result.events[-1]["failed"]
+    assert not result.events[-1]["completed"]
 
 
 def test_an_upstream_refusing_connections_fails_every_section_fast(
