@@ -393,6 +393,10 @@ def summarize(
     return summary
 
 
+def _round(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, float) else value
+
+
 def format_summary(s: dict[str, Any]) -> str:
     def row(name: str, d: dict[str, Any]) -> str:
         return (
@@ -419,8 +423,8 @@ def format_summary(s: dict[str, Any]) -> str:
     late = (s.get("upstream") or {}).get("chunk_lateness") or {}
     if late:
         lines.append(
-            f"  simulator lateness against its schedule: p50 {late.get('p50_ms')} ms, "
-            f"p99 {late.get('p99_ms')} ms (a starved upstream inflates the overhead above)"
+            f"  simulator lateness against its schedule: p50 {_round(late.get('p50_ms'))} ms, "
+            f"p99 {_round(late.get('p99_ms'))} ms (a starved upstream inflates the overhead above)"
         )
     per_chunk = s.get("cpu_us_per_chunk") or {}
     if per_chunk:
@@ -789,7 +793,7 @@ def format_sweep(summaries: list[dict[str, Any]], limit_ms: float) -> str:
             f"{s['missing_done']} | {u.get('server')} / {u.get('simulator')} / "
             f"{u.get('client')} / {u.get('others')} "
             f"| {(s.get('cpu_us_per_chunk') or {}).get('server')} "
-            f"| {late.get('p50_ms')} / {late.get('p99_ms')} |"
+            f"| {_round(late.get('p50_ms'))} / {_round(late.get('p99_ms'))} |"
         )
     lines.append(
         f"\ncapacity (p99 first-chunk overhead < {limit_ms:g} ms, no loss): "
