@@ -39,7 +39,8 @@ MESSAGES = [{"role": "user", "content": "Three cards for the coming week."}]
 def _run(manager, names, **sim):
     events = plain(collect(manager.stream([section(name, **sim) for name in names])))
     done = assert_well_formed(events, names)
-    assert set(done.completed) == set(names)
+    errors = [e for e in events if e.type == "error"]
+    assert set(done.completed) == set(names), errors
     return events
 
 
@@ -507,3 +508,48 @@ def test_late_cancel_cannot_break_a_request_that_reused_the_connection(make_clie
         other.join(10)
     assert outcome == {"chunks": 20}
     assert simulator.stats(records=False)["connections_accepted"] == 1
+
+
+def test_http11_disconnect_storm_never_breaks_other_runs(make_client, stats, simulator):
+    """HTTP/1.1 with more sections than pooled connections (8 request threads × 2 sections on
+    4 connections): clients that go away must never fail another client's sections (B15)."""
+    client = make_client(PoolSettings(http2=False, max_connections=4, max_keepalive_connections=4))
+    executor = SectionExecutor(16)
+    manager = ParallelStreamManager(client, executor=executor, stats=stats)
+    fast = {"ttft_ms": 5, "itl_ms": 1, "tokens": 20}
+    long = {"ttft_ms": 5, "itl_ms": 3, "tokens": 300}
+    broken: list[str] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        rnd = random.Random(index)
+        for i in range(15):
+            tag = f"t{index}-{i}"
+            if rnd.random() < 0.5:
+                events = plain(
+                    collect(manager.stream([section(f"{tag}-{n}", **fast) for n in "ab"]))
+                )
+                failed = [e for e in events if e.type == "error"]
+                if failed:
+                    with lock:
+                        broken.extend(f"{e.section}: {e.code.value} {e.message}" for e in failed)
+            else:
+                events = manager.stream([section(f"{tag}-{n}", **long) for n in "ab"])
+                wanted, seen = rnd.randint(1, 4), 0
+                for event in events:
+                    seen += isinstance(event, ContentChunk)
+                    if seen >= wanted:
+                        break
+                events.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        manager.close()
+        executor.shutdown()
+    assert broken == []
