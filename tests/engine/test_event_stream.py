@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from backend_ai.app.services.parallel_streaming import (
+    ConfigError,
     ContentChunk,
     ErrorCode,
     Mode,
@@ -155,3 +158,28 @@ def test_done_lists_completed_and_failed(manager):
     done = assert_well_formed(plain(collect(manager.stream(configs))), ["ok", "bad", "also-ok"])
     assert set(done.completed) == {"ok", "also-ok"}
     assert done.failed == ("bad",)
+
+
+@pytest.mark.parametrize(
+    ("configs", "message"),
+    [
+        (lambda: [section("a"), section("b"), section("a")], "duplicate section name 'a'"),
+        (list, "a run needs at least one StreamConfig"),
+        (lambda: [section("a"), "not a config"], "expected StreamConfig, got str"),
+    ],
+)
+def test_bad_runs_fail_at_the_call_before_any_event_or_request(
+    configs, message, manager, simulator
+):
+    with pytest.raises(ConfigError) as info:
+        manager.stream(configs())  # raises here: no generator, so no event, ever
+    assert str(info.value) == message
+    assert simulator.stats(records=False)["requests_total"] == 0
+
+
+def test_bad_section_fails_before_the_run_is_even_built(simulator):
+    with pytest.raises(ConfigError, match="max_tokens must be at least 1"):
+        section("a", max_tokens=0)
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        RunOptions(mode="fastest")
+    assert simulator.stats(records=False)["requests_total"] == 0
