@@ -163,7 +163,10 @@ def test_done_lists_completed_and_failed(manager):
 @pytest.mark.parametrize(
     ("configs", "message"),
     [
-        (lambda: [section("a"), section("b"), section("a")], "duplicate section name 'a'"),
+        (
+            lambda: [section("a"), section("b"), section("a")],
+            "duplicate section name 'a' in one run",
+        ),
         (list, "a run needs at least one StreamConfig"),
         (lambda: [section("a"), "not a config"], "expected StreamConfig, got str"),
     ],
