@@ -134,7 +134,6 @@ def test_many_workers_never_exceed_capacity_plus_one_batch_each():
     channel = RunChannel(capacity=capacity, backpressure_timeout_s=30.0)
     states = [_state(f"s{i}") for i in range(workers)]
     peak = 0
-    done = threading.Event()
 
     def produce(state: SectionState) -> None:
         for start in range(0, per_worker, batch):
@@ -153,7 +152,6 @@ def test_many_workers_never_exceed_capacity_plus_one_batch_each():
             received += len(item)
         else:
             ended += 1
-    done.set()
     for thread in threads:
         thread.join()
     assert received == workers * per_worker
