@@ -9,8 +9,8 @@ once, in turn). What it measures:
 1. fan-out: N = 1, 3, 6, 9 sections, sequential loop vs ParallelStreamManager vs the ideal (the
    slowest single section, measured alone in the same repeat); uneven sections (one slow,
    several fast) in ``interleaved`` and ``ordered`` modes;
-2. first event and first content chunk through the engine vs the simulator's TTFT (and, with
-   ``--service``, through ``backend-ai serve`` under gunicorn, via the load-test client);
+2. first event and first content chunk through the engine vs the simulator's TTFT, and first
+   byte / first chunk through ``backend-ai serve`` under gunicorn (the load-test client);
 3. CPU per chunk at near-zero upstream latency (``itl_ms=0``): the engine for 1, 3, 9 sections,
    events and SSE frames, against the SDK's typed stream and its raw lines on the same client;
 4. HTTP/2 vs HTTP/1.1 pool: TCP connections and wall time for 9 sections; cancellation cost
@@ -88,6 +88,8 @@ class Profile:
     ttfb_runs: int
     merge_tokens: int
     cancel_tokens: int
+    service_ttft_ms: int
+    service_requests: int
 
 
 PROFILES = {
@@ -103,6 +105,8 @@ PROFILES = {
         ttfb_runs=40,
         merge_tokens=2000,
         cancel_tokens=2000,
+        service_ttft_ms=300,
+        service_requests=40,
     ),
     "quick": Profile(
         name="quick",
@@ -116,6 +120,8 @@ PROFILES = {
         ttfb_runs=12,
         merge_tokens=400,
         cancel_tokens=500,
+        service_ttft_ms=100,
+        service_requests=10,
     ),
 }
 
@@ -286,6 +292,57 @@ class Bench:
             if record.get("tag") == tag:
                 return dict(record)
         return None
+
+    def service(self) -> dict[str, Any]:
+        """The same, through ``backend-ai serve`` under gunicorn, one HTTP client at a time."""
+        import asyncio
+
+        import load_test_streaming as load
+
+        p = self.profile
+        upstream = {"ttft_ms": p.service_ttft_ms, "itl_ms": 10, "tokens": 10, "jitter": 0}
+        path, payload = load.ROUTES["dream"]
+        with load.spawn(profile=upstream) as spawned:
+            # Warm: the first request of a worker builds its HTTP client and connection.
+            asyncio.run(
+                load.run_load(
+                    spawned.url,
+                    path,
+                    payload,
+                    concurrent=1,
+                    requests=4,
+                    duration=None,
+                    timeout=60,
+                    progress=False,
+                )
+            )
+            totals, wall, cpu = asyncio.run(
+                load.run_load(
+                    spawned.url,
+                    path,
+                    payload,
+                    concurrent=1,
+                    requests=p.service_requests,
+                    duration=None,
+                    timeout=60,
+                    progress=False,
+                )
+            )
+        summary = load.summarize(
+            totals, wall, cpu, upstream_ttft_ms=upstream["ttft_ms"], concurrent=1
+        )
+        problems = summary["lost_chunks"] + summary["duplicate_chunks"] + summary["missing_done"]
+        if problems:
+            self.problems.append(f"service: {problems} lost/duplicated chunks or missing done")
+        return {
+            "profile": upstream,
+            "route": "dream",
+            "requests": summary["requests"],
+            "first_byte": summary["first_byte"],
+            "first_event": summary["first_event"],
+            "first_chunk_overhead": summary["first_chunk_overhead"],
+            "errors": summary["errors"],
+        }
 
     # -- 3. CPU per chunk ----------------------------------------------------------------------
     def merge_cost(self) -> dict[str, Any]:
@@ -629,6 +686,23 @@ def markdown(results: dict[str, Any]) -> str:
             s = tt[key]
             add(f"| {label} | {_f(s['p50_ms'])} | {_f(s['p95_ms'])} | {_f(s['max_ms'])} |")
         add("")
+    if "service" in results:
+        sv = results["service"]
+        add("### Through the service (`backend-ai serve`, gunicorn), one client at a time\n")
+        add(
+            f"{sv['requests']} requests to `/dream/interpret-stream`, upstream "
+            f"`{json.dumps(sv['profile'])}`.\n"
+        )
+        add("| measure, seen by the HTTP client | p50 ms | p95 ms | p99 ms |")
+        add("|---|---|---|---|")
+        for key, label in (
+            ("first_byte", "first response byte"),
+            ("first_event", "first SSE event (`start`)"),
+            ("first_chunk_overhead", "first content chunk − upstream TTFT"),
+        ):
+            d = sv[key]
+            add(f"| {label} | {_f(d['p50_ms'])} | {_f(d['p95_ms'])} | {_f(d['p99_ms'])} |")
+        add("")
     if "merge_cost" in results:
         mc = results["merge_cost"]
         add("### CPU per chunk at near-zero upstream latency (medians, this process only)\n")
@@ -751,6 +825,7 @@ def _load_usage(before: dict[str, float], after: dict[str, float]) -> dict[str, 
 SCENARIOS: dict[str, Callable[[Bench], dict[str, Any]]] = {
     "fanout": Bench.fanout,
     "ttfb": Bench.ttfb,
+    "service": Bench.service,
     "merge_cost": Bench.merge_cost,
     "http": Bench.http,
     "peers": Bench.peers,

@@ -66,7 +66,7 @@ def test_quick_benchmark_runs_and_reports(tmp_path, capsys):
     )
     results = json.loads(out.read_text())
     assert code == 0, results["problems"]
-    for part in ("fanout", "ttfb", "merge_cost", "http", "peers"):
+    for part in ("fanout", "ttfb", "service", "merge_cost", "http", "peers"):
         assert part in results
     assert results["http"]["http2"]["tcp_connections"] == 1
     assert "| N | ideal ms" in capsys.readouterr().out
