@@ -242,9 +242,9 @@ class _CancellableHTTP2Connection(HTTP2Connection):
         lock — and the reader, whose own queue is still empty, usually takes it again first
         and blocks in ``read()``: another stream's chunk then waits for an unrelated frame.
         Here one thread at a time is elected reader; after each read it wakes exactly the
-        streams that got events, and hands the reader role to a waiting stream whose queue
-        is still empty. After a graceful GOAWAY the streams it covers keep reading (RFC 9113
-        §6.8) instead of all failing.
+        streams that got events; it keeps reading until its own stream has an event, then
+        hands the reader role to a waiting stream whose queue is still empty. After a graceful
+        GOAWAY the streams it covers keep reading (RFC 9113 §6.8) instead of all failing.
         """
         while True:
             with self._dispatch_lock:
@@ -261,12 +261,16 @@ class _CancellableHTTP2Connection(HTTP2Connection):
             wake.wait()
             if stream_id is None:
                 return  # a flow-control wait: another thread's read counts as progress
-        events: list[h2.events.Event] = []
-        try:
-            events = self._read_incoming_data(request)
-        finally:
-            self._dispatch(events)
-        self._write_outgoing_data(request)
+        while True:
+            try:
+                events = self._read_incoming_data(request)
+            except BaseException:
+                self._dispatch([], keep_reading_for=None)
+                raise
+            keep_reading = self._dispatch(events, keep_reading_for=stream_id)
+            self._write_outgoing_data(request)
+            if not keep_reading:
+                return
 
     def _check_terminated(self, stream_id: int | None) -> None:
         terminated = self._connection_terminated
@@ -279,8 +283,10 @@ class _CancellableHTTP2Connection(HTTP2Connection):
         if not (self._went_away_gracefully() and stream_id in self._events):
             raise httpcore.RemoteProtocolError(terminated)
 
-    def _dispatch(self, events: list[h2.events.Event]) -> None:
-        """Queue events for their streams, wake those streams, and free the reader role."""
+    def _dispatch(self, events: list[h2.events.Event], *, keep_reading_for: int | None) -> bool:
+        """Queue events for their streams and wake those streams. The reader keeps its role
+        while its own stream got nothing (True: read again), which saves a thread hand-off per
+        read; otherwise it hands the role to a stream still waiting for data."""
         with self._dispatch_lock:
             woken: set[int | None] = set()
             for event in events:
@@ -302,15 +308,23 @@ class _CancellableHTTP2Connection(HTTP2Connection):
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self._connection_terminated = event
                     woken.update(self._stream_wakers)  # everyone re-checks the connection
-            self._reader_active = False
             for waiting_stream, wake in self._stream_wakers.items():
                 if waiting_stream in woken:
                     wake.set()
+            if (
+                keep_reading_for is not None
+                and self._connection_terminated is None
+                and keep_reading_for in self._events
+                and not self._events[keep_reading_for]
+            ):
+                return True
+            self._reader_active = False
             # Hand the reader role to one stream still waiting for data, if there is one.
             for waiting_stream, wake in self._stream_wakers.items():
                 if not wake.is_set() and not self._events.get(waiting_stream):  # type: ignore[arg-type]
                     wake.set()
                     break
+            return False
 
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:
         _current.headers_sent = False
@@ -405,19 +419,22 @@ class _CancellableHTTP2Connection(HTTP2Connection):
 class _RequestInFlight:
     """Cancels one HTTP/1.1 request by shutting its socket down — only while it is in flight:
     once its response is closed the connection may serve another request, which a late cancel
-    must not break."""
+    must not break. A connection whose socket was shut down is never handed out again, even
+    when the response happened to be complete already."""
 
-    def __init__(self, network_stream: Any) -> None:
-        self._network_stream = network_stream
+    def __init__(self, connection: _CancellableHTTP11Connection) -> None:
+        self._connection = connection
         self._lock = threading.Lock()
         self._done = False
 
     def cancel(self) -> None:
         with self._lock:
             if not self._done:
-                _shutdown_socket(self._network_stream)
+                self._connection.retire()
+                _shutdown_socket(self._connection._network_stream)
 
     def finished(self) -> None:
+        """The response is being closed: from now on a cancel does nothing."""
         with self._lock:
             self._done = True
 
@@ -446,8 +463,46 @@ def _shutdown_socket(network_stream: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+class _CancellableHTTP11Connection(HTTP11Connection):
+    """HTTP/1.1 whose request can be cancelled from another thread — once it owns the socket.
+
+    The cancel callback is registered in ``_send_request_headers``, which httpcore calls only
+    after this request claimed the connection: two requests may be offered the same idle
+    connection, and the one that loses the race must not shut down the winner's socket.
+    """
+
+    _retired = False
+
+    def retire(self) -> None:
+        """Never hand this connection out again; the pool closes it once it is idle."""
+        self._retired = True
+
+    def is_available(self) -> bool:
+        return not self._retired and super().is_available()
+
+    def has_expired(self) -> bool:
+        return (self._retired and self.is_idle()) or super().has_expired()
+
+    def handle_request(self, request: httpcore.Request) -> httpcore.Response:
+        _current.in_flight = None
+        try:
+            response = super().handle_request(request)
+        except BaseException:
+            if _current.in_flight is not None:
+                _current.in_flight.finished()
+            raise
+        if _current.in_flight is not None:
+            response.stream = _TrackedStream(response.stream, _current.in_flight)
+        return response
+
+    def _send_request_headers(self, request: httpcore.Request) -> None:
+        in_flight = _current.in_flight = _RequestInFlight(self)
+        _attach_to_current_scope(in_flight.cancel)
+        super()._send_request_headers(request)
+
+
 class _CancellableConnection(HTTPConnection):
-    """Builds ``_CancellableHTTP2Connection`` where httpcore would build ``HTTP2Connection``."""
+    """Builds our HTTP/1.1 and HTTP/2 connection classes where httpcore builds its own."""
 
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:
         try:
@@ -461,7 +516,7 @@ class _CancellableConnection(HTTPConnection):
                     connection_class = (
                         _CancellableHTTP2Connection
                         if http2_negotiated or (self._http2 and not self._http1)
-                        else HTTP11Connection
+                        else _CancellableHTTP11Connection
                     )
                     self._connection = connection_class(
                         origin=self._origin, stream=stream, keepalive_expiry=self._keepalive_expiry
@@ -469,18 +524,7 @@ class _CancellableConnection(HTTPConnection):
         except BaseException:
             self._connect_failed = True
             raise
-        connection = self._connection
-        if not isinstance(connection, HTTP11Connection):
-            return connection.handle_request(request)
-        in_flight = _RequestInFlight(connection._network_stream)
-        _attach_to_current_scope(in_flight.cancel)
-        try:
-            response = connection.handle_request(request)
-        except BaseException:
-            in_flight.finished()
-            raise
-        response.stream = _TrackedStream(response.stream, in_flight)
-        return response
+        return self._connection.handle_request(request)
 
 
 class _CancellablePool(httpcore.ConnectionPool):
