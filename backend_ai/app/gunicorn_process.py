@@ -1,8 +1,10 @@
 """The service under a real gunicorn, as a child process: for ``serve``, tests and load tests.
 
-``GunicornProcess`` starts ``python -m gunicorn -c python:backend_ai.app.gunicorn_conf``, reads
-its log to learn the bound address (``port=0`` works) and the worker pids, waits until
-``/health`` answers, and stops it with the signal the caller chooses (SIGTERM: graceful).
+``GunicornProcess`` binds the listening socket itself (so ``port=0`` works and the address is
+known whatever gunicorn's log level), hands it to ``python -m gunicorn -c
+python:backend_ai.app.gunicorn_conf`` as ``fd://N``, reads its log for the worker pids (logged
+at info level), waits until ``/health`` answers, and stops it with the signal the caller
+chooses (SIGTERM: graceful).
 The child gets SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``), so a crashed test
 run or a ``kill -9``-ed ``serve`` leaves no server behind.
 """
@@ -14,6 +16,7 @@ import ctypes
 import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +37,6 @@ logger = logging.getLogger(__name__)
 APP_SPEC = "backend_ai.app.factory:create_app()"
 CONFIG_SPEC = "python:backend_ai.app.gunicorn_conf"
 _PR_SET_PDEATHSIG = 1
-_LISTENING = re.compile(r"Listening at: (http://\S+) \(\d+\)")
 _BOOTING = re.compile(r"Booting worker with pid: (\d+)")
 
 
@@ -48,8 +50,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 class GunicornProcess:
@@ -68,14 +77,9 @@ class GunicornProcess:
         output: IO[str] | None = None,
         ready_timeout: float = 60.0,
     ) -> None:
-        self.command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            CONFIG_SPEC,
-            "--bind",
-            _bind(host, port),
+        self._host = host
+        self._port = port
+        self._arguments = [
             "--workers",
             str(workers),
             "--threads",
@@ -90,7 +94,6 @@ class GunicornProcess:
         self._ready_timeout = ready_timeout
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
-        self._listening = threading.Event()
         self._lock = threading.Lock()
         self.url: str | None = None
         self.worker_pids: list[int] = []
@@ -111,17 +114,30 @@ class GunicornProcess:
         """Start gunicorn and return once ``/health`` answers; ``GunicornError`` otherwise."""
         if self._proc is not None:
             raise LifecycleError("this GunicornProcess was already started")
-        self._proc = subprocess.Popen(
-            self.command,
-            env=self._env,
-            stdin=subprocess.DEVNULL,
-            stdout=None,  # gunicorn logs to stderr; stdout is left to the app
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # a terminal's Ctrl-C reaches our process, which decides
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+        with _listen(self._host, self._port) as listener:
+            command = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                CONFIG_SPEC,
+                "--bind",
+                f"fd://{listener.fileno()}",
+                *self._arguments,
+            ]
+            self._proc = subprocess.Popen(
+                command,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=None,  # gunicorn logs to stderr; stdout is left to the app
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                pass_fds=(listener.fileno(),),
+                start_new_session=True,  # a terminal's Ctrl-C reaches our process, which decides
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+            self.url = _url(self._host, listener.getsockname()[1])
         self._reader = threading.Thread(
             target=self._read_log, name="backend-ai-gunicorn-log", daemon=True
         )
@@ -139,21 +155,16 @@ class GunicornProcess:
         for line in self._proc.stderr:
             with self._lock:
                 self.log_lines.append(line)
-                if self.url is None and (match := _LISTENING.search(line)):
-                    self.url = match.group(1).rstrip("/") + "/"
-                    self._listening.set()
                 if match := _BOOTING.search(line):
                     self.worker_pids.append(int(match.group(1)))
             if self._output is not None:
                 self._output.write(line)
                 self._output.flush()
-        self._listening.set()  # gunicorn exited: wake a waiting start()
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + self._ready_timeout
-        if not self._listening.wait(self._ready_timeout) or self.url is None:
-            raise GunicornError(f"gunicorn did not start listening{self._tail()}")
+        assert self.url is not None
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             except BackendAIError as exc:
                 logger.error("%s", exc)
                 return 1
-            # With --port 0 the kernel chose: gunicorn's own log line says which.
+            # With --port 0 the kernel chose; GunicornProcess bound the socket and knows the port.
             port = urlsplit(server.url).port if server.url else None
             page = _page_url(args.host, port or args.port)
             if embedded:
