@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -151,6 +151,27 @@ def sim_env(**extra: str) -> dict[str, str]:
         "BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE": "1",
         **extra,
     }
+
+
+Figures = Callable[..., None]
+
+
+@pytest.fixture(scope="session")
+def figures() -> Iterator[Figures]:
+    """``figures(name, **values)``: numbers for docs/RELIABILITY.md, written as JSON to the file
+    named by ``BACKEND_AI_RELIABILITY_FIGURES`` at the end of the session (nowhere if unset)."""
+    collected: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, **values: Any) -> None:
+        collected.setdefault(name, {}).update(values)
+
+    yield record
+    target = os.environ.get("BACKEND_AI_RELIABILITY_FIGURES")
+    if target and collected:
+        path = Path(target)
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        previous.update(collected)
+        path.write_text(json.dumps(previous, indent=2, sort_keys=True) + "\n")
 
 
 @pytest.fixture

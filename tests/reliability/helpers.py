@@ -37,6 +37,7 @@ __all__ = [
     "SectionOutcome",
     "StreamResult",
     "check_stream",
+    "http_response",
     "metric",
     "parse_sse_body",
     "post_stream",
@@ -295,6 +296,24 @@ class RawClient:
 
 
 _LINGER_0 = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # struct linger {1, 0}
+
+
+def http_response(raw: bytes) -> tuple[int, bytes]:
+    """Status and body of a complete HTTP/1.1 response as read from a socket (chunked or not)."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    if headers.get("transfer-encoding", "").lower() != "chunked":
+        return status, rest
+    body = b""
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return status, body
+        assert len(rest) >= size + 2, "the chunked body was cut short"
+        body, rest = body + rest[:size], rest[size + 2 :]
 
 
 # -- a gunicorn worker seen from /proc ---------------------------------------------------------

@@ -1,0 +1,360 @@
+"""Client-side faults against the real service: clients that vanish, stop reading, or crowd in.
+
+After every scenario the test waits until the service has settled — every run the app started
+has finished (``backend_ai_runs_total`` caught up with the 200 responses), no SSE response is
+open (``backend_ai_active_streams``), the simulator holds no open stream — and then checks the
+gunicorn worker from ``/proc``: threads, descriptors, sockets, TCP connections and RSS stay
+within a small bound of their baseline, and the simulator accounts for every stream it started
+(completed, faulted, or closed by the client).
+
+The pool threads of the engine (``backend-ai-section-*``) and of gthread persist by design; the
+check is that they are idle (nothing open upstream, nothing open downstream) and that their
+number stops growing once the pools are warm.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from backend_ai.simulator import SimulatorProcess
+
+from .conftest import Service, StartService, sim_env
+from .helpers import (
+    ROUTES,
+    ProcSample,
+    RawClient,
+    check_stream,
+    http_response,
+    parse_sse_body,
+    post_stream,
+    wait_until,
+)
+
+SHIM = Path(__file__).parent / "small_send_buffer"
+THREADS = 64  # gthread request threads
+MAX_WORKERS = 64  # the engine's section pool
+BACKPRESSURE_S = 1.0
+#: About 6 s of output per section (the smallest preset caps it at 300 tokens): any cleanup
+#: the tests see well before that was caused by the client going away, not by the stream ending.
+LONG = {"ttft_ms": 20, "itl_ms": 20, "tokens": 5000}
+#: Slack on waits for the service to settle (a loaded 2-core machine).
+SETTLE_S = 5.0
+CLIENTS = 48
+STREAM_ENDPOINTS = (
+    "dream.interpret_stream",
+    "iching.reading_stream",
+    "tarot.reading_stream",
+    "compare.compare_stream",
+)
+
+
+@pytest.fixture(scope="module")
+def service(start_service: StartService, simulator_server: SimulatorProcess) -> Service:
+    return start_service(
+        simulator_server.base_url,
+        threads=THREADS,
+        **sim_env(
+            BACKEND_AI_MAX_WORKERS=str(MAX_WORKERS),
+            BACKEND_AI_BACKPRESSURE_TIMEOUT_S=str(BACKPRESSURE_S),
+            BACKEND_AI_QUEUE_SIZE="32",
+            BACKEND_AI_STALL_TIMEOUT_S="5",
+            BACKEND_AI_MAX_RETRY_WAIT_S="30",
+            BACKEND_AI_TEST_SO_SNDBUF="8192",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(SHIM), os.environ.get("PYTHONPATH")])),
+        ),
+    )
+
+
+def _metrics(service: Service) -> dict[str, float]:
+    """Answered stream requests, finished runs and open SSE responses, from ``/metrics``."""
+    with httpx.Client(timeout=10.0) as http:
+        text = http.get(service.url + "metrics").text
+    answered = runs = active = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "backend_ai_http_requests_total" and s.labels.get("status") == "200":
+                if s.labels.get("endpoint") in STREAM_ENDPOINTS:
+                    answered += s.value
+            elif s.name == "backend_ai_runs_total":
+                runs += s.value
+            elif s.name == "backend_ai_active_streams":
+                active = s.value
+    return {"answered": answered, "runs": runs, "active": active}
+
+
+def wait_settled(
+    service: Service, simulator: SimulatorProcess, *, timeout: float = SETTLE_S
+) -> dict[str, Any]:
+    """Wait until every run the app started has ended and nothing is open, stable for 0.5 s.
+
+    Stability matters: a request the client abandoned may still be on its way into the app
+    when everything else is quiet. Returns the simulator's stats.
+    """
+    deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
+    while True:
+        m = _metrics(service)
+        stats = simulator.stats(records=False)
+        quiet = m["runs"] == m["answered"] and m["active"] == 0 and stats["streams_active"] == 0
+        now = time.monotonic()
+        if quiet:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= 0.5:
+                break
+        else:
+            quiet_since = None
+        if now > deadline:
+            raise AssertionError(f"the service did not settle in {timeout} s: {m}, {stats}")
+        time.sleep(0.05)
+    cut = sum(1 for d in stats["disconnects"] if d["stream_started"])
+    assert stats["streams_started"] == stats["streams_completed"] + stats["streams_faulted"] + cut
+    wait_until(
+        lambda: service.probe().sample().client_connections == 0, timeout, "client sockets closed"
+    )
+    return stats
+
+
+def assert_no_growth(before: ProcSample, after: ProcSample, *, rss_kb: int) -> None:
+    """Nothing the worker holds grew beyond a small bound once its pools were warm."""
+    assert after.threads <= before.threads + 8, (before, after)
+    assert after.threads <= THREADS + MAX_WORKERS + 10, after
+    assert after.fds <= before.fds + 4, (before, after)
+    assert after.sockets <= before.sockets + 2, (before, after)
+    assert after.upstream_connections <= 2, after  # HTTP/2: one connection, or two around a GOAWAY
+    assert after.client_connections == 0, after
+    assert after.rss_kb - before.rss_kb <= rss_kb, (before, after)
+
+
+def _sim_requests(simulator: SimulatorProcess) -> int:
+    return int(simulator.stats(records=False)["requests_total"])
+
+
+PHASES = ["before-start", "after-start", "mid-stream"]
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_client_gone_at_any_phase_leaves_nothing_open(
+    service: Service, simulator: SimulatorProcess, figures: Callable[..., None], phase: str
+) -> None:
+    case = ROUTES["dream"]
+    body = {**case.body, "sim": LONG}
+    start = _metrics(service)
+    latencies = []
+    repeats = 6
+    for i in range(repeats):
+        client = RawClient(service.url)
+        client.send_post(case.path, body)
+        if phase == "after-start":
+            client.read_until(b'"type":"start"')
+        elif phase == "mid-stream":
+            client.read_until(b'"type":"chunk"', count=6)
+        seen = len(simulator.stats(records=False)["disconnects"])
+        closed_at = time.time()
+        client.close(reset=i % 2 == 1)
+        if phase == "mid-stream":  # three streams were open upstream: all must be closed
+            stats = simulator.wait_for_stats(
+                lambda s, n=seen: len(s["disconnects"]) >= n + 3, timeout=SETTLE_S
+            )
+            latencies.append(max(d["t"] for d in stats["disconnects"][seen:]) - closed_at)
+        stats = wait_settled(service, simulator)
+    end = _metrics(service)
+    # FIN-closed requests all reach the app; a reset one may be dropped before it does.
+    assert end["answered"] - start["answered"] >= repeats // 2
+    assert stats["streams_completed"] == 0, "a stream ran to its end: the close went unnoticed"
+    if latencies:
+        # Well under the 6 s each stream had left; the heartbeat (0.2 s) bounds the detection.
+        assert max(latencies) < 1.0, latencies
+        figures(
+            f"disconnect_{phase}",
+            repeats=repeats,
+            close_to_upstream_closed_ms_median=round(statistics.median(latencies) * 1000, 1),
+            close_to_upstream_closed_ms_max=round(max(latencies) * 1000, 1),
+        )
+
+
+def test_a_client_gone_during_a_rate_limit_wait_cancels_the_retry(
+    service: Service, simulator: SimulatorProcess
+) -> None:
+    case = ROUTES["dream"]
+    retry_after_s = 2.0
+    body = {**case.body, "sim": {**LONG, "fail_first": 100, "retry_after": retry_after_s}}
+    for reset in (False, True):
+        simulator.reset()
+        client = RawClient(service.url)
+        client.send_post(case.path, body)
+        client.read_until(b'"type":"rate_limit"')
+        rate_limited_at = time.monotonic()
+        client.close(reset=reset)
+        wait_until(lambda: _metrics(service)["active"] == 0, SETTLE_S, "the run ended")
+        ended_after = time.monotonic() - rate_limited_at
+        assert ended_after < retry_after_s / 2, f"the run outlived its client by {ended_after} s"
+        refused = _sim_requests(simulator)
+        assert refused == 3, "every section asked once and got its 429"
+        # The retries were due retry_after_s after the 429: watch past that moment.
+        while time.monotonic() < rate_limited_at + retry_after_s + 0.5:
+            assert _sim_requests(simulator) == refused, "a retry went out for a client that left"
+            time.sleep(0.05)
+        wait_settled(service, simulator)
+
+
+@pytest.mark.slow
+def test_a_thousand_disconnects_in_a_row_leak_nothing(
+    service: Service, simulator: SimulatorProcess, figures: Callable[..., None]
+) -> None:
+    """Fast profile, four phases in turn, RST and FIN in turn, four clients at a time."""
+    case = ROUTES["dream"]
+    body = {**case.body, "sim": {"ttft_ms": 5, "itl_ms": 2, "tokens": 100}}
+
+    def disconnect(i: int) -> None:
+        client = RawClient(service.url)
+        try:
+            client.send_post(case.path, body)
+            phase = i % 4
+            if phase == 1:
+                client.read_until(b'"type":"start"')
+            elif phase == 2:
+                client.read_until(b'"type":"chunk"')
+            elif phase == 3:
+                client.read_until(b'"type":"chunk"', count=5)
+        finally:
+            client.close(reset=i % 2 == 0)
+
+    probe = service.probe()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(disconnect, range(200)))  # warm the pools and the allocator
+        wait_settled(service, simulator)
+        simulator.reset()
+        before = probe.sample()
+        started = time.monotonic()
+        list(pool.map(disconnect, range(1000)))
+        elapsed = time.monotonic() - started
+    stats = wait_settled(service, simulator)
+    after = probe.sample()
+    # A leaked run (its events, texts, channel, futures) costs well over 10 KB; allocator
+    # noise after warm-up measured about 1 KB per request.
+    assert_no_growth(before, after, rss_kb=10_000)
+    # Leaked HTTP/2 stream slots would exhaust a connection (100-256 streams) and force new
+    # ones; one connection per 1,000 requests is the upstream's own GOAWAY rotation.
+    assert stats["connections_accepted"] <= stats["requests_total"] // 1000 + 2, stats
+    # And the service still works: a whole run afterwards.
+    with httpx.Client(timeout=30.0) as http:
+        result = post_stream(http, service.url, case.path, case.body)
+    assert all(o.end == "done" for o in result.outcomes.values())
+    figures(
+        "disconnect_storm",
+        disconnects=1000,
+        seconds=round(elapsed, 1),
+        upstream_streams_started=stats["streams_started"],
+        upstream_streams_cut=sum(1 for d in stats["disconnects"] if d["stream_started"]),
+        before=before.as_dict(),
+        after=after.as_dict(),
+    )
+
+
+def test_a_client_that_stops_reading_releases_the_upstream(
+    service: Service, simulator: SimulatorProcess, figures: Callable[..., None]
+) -> None:
+    """The server's writes block (small send buffer), the run's buffer fills, and after the
+    backpressure timeout every section gives up with ``slow_consumer`` and closes upstream —
+    long before the upstream would have finished. A client that reads again later gets the
+    errors and ``done``; one that never does frees the request thread when it goes."""
+    case = ROUTES["compare"]
+    models = [f"model-{i}" for i in range(9)]
+    body = {**case.body, "models": models, "sim": {"ttft_ms": 5, "itl_ms": 10, "tokens": 5000}}
+    natural_s = 500 * 0.010  # the medium preset's 500 tokens at 10 ms
+    for resume in (True, False):
+        simulator.reset()
+        client = RawClient(service.url, rcvbuf=4096)
+        client.send_post(case.path, body)
+        client.read_until(b'"type":"start"')
+        simulator.wait_for_stats(lambda s: s["streams_started"] == 9, timeout=SETTLE_S)
+        stopped_at = time.monotonic()
+        stats = simulator.wait_for_stats(
+            lambda s: s["streams_active"] == 0 and len(s["disconnects"]) == 9,
+            timeout=natural_s,
+        )
+        released_after = time.monotonic() - stopped_at
+        assert released_after < BACKPRESSURE_S + 2.0, released_after
+        assert stats["streams_completed"] == 0
+        assert _metrics(service)["active"] == 1  # the client still holds its response
+        if resume:
+            client.sock.settimeout(SETTLE_S)
+            while chunk := client.sock.recv(65536):
+                client.received += chunk
+            status, body_bytes = http_response(client.received)
+            assert status == 200
+            events, _ = parse_sse_body(body_bytes.decode())
+            outcomes = check_stream(events)
+            assert {o.code for o in outcomes.values()} == {"slow_consumer"}
+        client.close(reset=not resume)
+        wait_settled(service, simulator)
+        figures(
+            f"slow_reader_{'resumes' if resume else 'never_reads'}",
+            upstream_released_after_s=round(released_after, 2),
+        )
+
+
+@pytest.mark.slow
+def test_many_clients_at_once_get_their_streams_and_leave_nothing(
+    service: Service, simulator: SimulatorProcess, figures: Callable[..., None]
+) -> None:
+    """48 clients at once on every route, twice: two in three read to the end and must get
+    every chunk exactly once with the fault-free text; one in three leaves mid-stream."""
+    routes = list(ROUTES.values())
+    sim = {"ttft_ms": 20, "itl_ms": 5, "tokens": 60}
+    with httpx.Client(timeout=30.0) as http:
+        references = {
+            case.name: post_stream(http, service.url, case.path, {**case.body, "sim": sim})
+            for case in routes
+        }
+    wait_settled(service, simulator)
+    probe = service.probe()
+    failures: list[str] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(CLIENTS)
+
+    def client(i: int) -> None:
+        case = routes[i % len(routes)]
+        body = {**case.body, "sim": sim}
+        try:
+            gate.wait(timeout=30)
+            if i % 3 == 2:
+                raw = RawClient(service.url)
+                raw.send_post(case.path, body)
+                raw.read_until(b'"type":"chunk"', count=3)
+                raw.close(reset=i % 2 == 0)
+                return
+            with httpx.Client(timeout=30.0) as http:
+                result = post_stream(http, service.url, case.path, body)
+            reference = references[case.name].outcomes
+            for name, outcome in result.outcomes.items():
+                assert outcome.end == "done", (name, outcome)
+                if case.deterministic:
+                    assert outcome.text == reference[name].text, name
+                else:
+                    assert outcome.chunks == reference[name].chunks, name
+        except Exception as exc:  # collected: a thread's assertion must fail the test
+            with lock:
+                failures.append(f"client {i} ({case.name}): {exc!r}")
+
+    samples = []
+    for _ in range(2):  # the first round grows the pools to this load, the second must not
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(client, range(CLIENTS)))
+        assert not failures, failures
+        wait_settled(service, simulator, timeout=15.0)
+        samples.append(probe.sample())
+    warm, after = samples
+    assert_no_growth(warm, after, rss_kb=20_000)
+    figures("many_clients", clients=CLIENTS, rounds=2, warm=warm.as_dict(), after=after.as_dict())
