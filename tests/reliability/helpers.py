@@ -429,7 +429,10 @@ class ScriptedUpstream:
                 upstream.requests.append(body)
                 upstream.answer(self, str(body.get("model", "")), key)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default 5 would make parallel sections wait for SYNs
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -511,8 +514,9 @@ class ScriptedUpstream:
             }
             out.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         out.flush()
-        if reset:
+        if reset:  # RST, not FIN: close now, before the server's own shutdown(SHUT_WR)
             handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+            handler.connection.close()
             handler.close_connection = True
             return
         if tail is not None:
