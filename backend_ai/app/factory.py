@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend_ai.app.blueprints import ALL as BLUEPRINTS
 from backend_ai.app.extension import BackendAI, get_state
+from backend_ai.app.services.parallel_streaming.upstream import redacted_traceback
 from backend_ai.app.settings import Settings
 from backend_ai.app.validation import RequestError
 from backend_ai.errors import ConfigError, LifecycleError
@@ -86,7 +87,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     _register_hooks(app, settings)
-    _register_error_handlers(app)
+    _register_error_handlers(app, secrets=(settings.openai_api_key, settings.auth_token))
     return app
 
 
@@ -123,7 +124,7 @@ def _register_hooks(app: Flask, settings: Settings) -> None:
         return response
 
 
-def _register_error_handlers(app: Flask) -> None:
+def _register_error_handlers(app: Flask, *, secrets: Iterable[str | None]) -> None:
     @app.errorhandler(RequestError)
     def request_error(exc: RequestError) -> tuple[Response, int]:
         return _error(exc.status, exc.code, exc.message)
@@ -159,6 +160,8 @@ def _register_error_handlers(app: Flask) -> None:
             type(exc).__name__,
             request.method,
             request.endpoint or "unmatched",
-            exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
         )
+        if logger.isEnabledFor(logging.DEBUG):
+            known = [secret for secret in secrets if secret]
+            logger.debug("traceback: %s", redacted_traceback(exc, known))
         return _error(500, "internal", "internal server error")

@@ -95,6 +95,14 @@ class Settings:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ConfigError(f"{name} must be a non-empty string or None")
+        for name in ("openai_api_key", "auth_token"):
+            value = getattr(self, name)
+            if value is not None and not (value.isascii() and value.isprintable()):
+                # Never echo the value: it is a secret, and it may hold a stray character.
+                raise ConfigError(
+                    f"{name} must be printable ASCII (it is sent in an HTTP header); "
+                    "check it for a stray space, quote or line break"
+                )
         if self.openai_base_url is not None and not self.openai_base_url.startswith(
             ("http://", "https://")
         ):

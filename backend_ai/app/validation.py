@@ -62,8 +62,18 @@ def json_body(request: Request) -> dict[str, Any]:
     # Parsed here rather than with ``request.get_json``: deep nesting raises RecursionError,
     # which Werkzeug does not treat as bad JSON and would turn into a 500.
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A chunked body is cut at the limit by Werkzeug; cut means too large, not bad JSON.
+        raise RequestError(413, "payload_too_large", "the request body is too large")
     try:
         body = json.loads(raw)
+        # JSON may carry lone surrogates (``"\\ud800"``) that no UTF-8 upstream request can.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(
+            400, "invalid_json", "the request body must be valid Unicode text"
+        ) from None
     except (ValueError, RecursionError):
         raise RequestError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -1,10 +1,15 @@
-"""Per-section performance statistics: thread-safe, bounded (a rolling window), resettable."""
+"""Per-section performance statistics: thread-safe, bounded, resettable.
+
+Bounded twice: each name keeps a rolling window of records, and at most ``max_names`` names
+are kept — the least recently recorded goes first — because section names can come from
+clients (the compare route names a section after each requested model).
+"""
 
 from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 __all__ = [
@@ -17,6 +22,8 @@ __all__ = [
 
 #: Records kept per section name; older ones drop out of the averages and percentiles.
 DEFAULT_WINDOW = 512
+#: Names kept at most; recording a new one beyond it forgets the least recently recorded.
+DEFAULT_MAX_NAMES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +48,28 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 class StreamStats:
-    """Counts every record; averages and percentiles cover the last ``window`` per name."""
+    """Counts every record; averages and percentiles cover the last ``window`` per name, for
+    the ``max_names`` most recently recorded names."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, window: int = DEFAULT_WINDOW, max_names: int = DEFAULT_MAX_NAMES) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
+        if max_names < 1:
+            raise ValueError(f"max_names must be at least 1, got {max_names}")
         self._window = window
-        self._series: dict[str, _Series] = {}
+        self._max_names = max_names
+        self._series: OrderedDict[str, _Series] = OrderedDict()
         self._lock = threading.Lock()
 
     def record(self, name: str, record: SectionRecord) -> None:
         with self._lock:
             series = self._series.get(name)
             if series is None:
+                if len(self._series) >= self._max_names:
+                    self._series.popitem(last=False)
                 series = self._series[name] = _Series(records=deque(maxlen=self._window))
+            else:
+                self._series.move_to_end(name)
             series.records.append(record)
             series.count += 1
             if not record.ok:

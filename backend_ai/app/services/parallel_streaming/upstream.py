@@ -12,6 +12,7 @@ here — once — into an ``ErrorCode`` and a short message that is safe to show
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Iterable, Iterator
 
 import httpx
@@ -25,6 +26,8 @@ __all__ = [
     "MAX_MESSAGE_CHARS",
     "SSEDataParser",
     "iter_sse_data",
+    "redact",
+    "redacted_traceback",
     "safe_message",
     "translate_exception",
 ]
@@ -93,13 +96,22 @@ def iter_sse_data(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield from parser.close()
 
 
-def safe_message(text: str, secrets: Iterable[str] = ()) -> str:
-    """A message fit for a client or a log line: no secret, no key-like token, short."""
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every given secret and every key-like token replaced by ``***``."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    text = _KEY_LIKE.sub("***", text)
-    text = " ".join(text.split())
+    return _KEY_LIKE.sub("***", text)
+
+
+def redacted_traceback(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """The traceback of ``exc`` as text, redacted: for DEBUG logs, never for clients."""
+    return redact("".join(traceback.format_exception(exc)), secrets)
+
+
+def safe_message(text: str, secrets: Iterable[str] = ()) -> str:
+    """A message fit for a client or a log line: no secret, no key-like token, short."""
+    text = " ".join(redact(text, secrets).split())
     if len(text) > MAX_MESSAGE_CHARS:
         text = text[: MAX_MESSAGE_CHARS - 1] + "…"
     return text

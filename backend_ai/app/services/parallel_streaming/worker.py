@@ -32,6 +32,7 @@ from backend_ai.app.services.parallel_streaming.rate_limit import retry_wait_s
 from backend_ai.app.services.parallel_streaming.transport import CancelScope, shutdown_response
 from backend_ai.app.services.parallel_streaming.upstream import (
     SSEDataParser,
+    redacted_traceback,
     safe_message,
     translate_exception,
 )
@@ -279,7 +280,10 @@ def _end_for_failure(
         return RateLimited(section=section, wait_s=wait, message=safe_message(str(exc), secrets))
     code, message = translate_exception(exc, secrets)
     if code is ErrorCode.INTERNAL:
-        logger.error("section %r failed: %s", section, type(exc).__name__, exc_info=exc)
+        # The type only at ERROR; the traceback, redacted, at DEBUG (it may quote a secret).
+        logger.error("section %r failed: %s", section, type(exc).__name__)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("section %r: %s", section, redacted_traceback(exc, secrets))
     else:
         logger.info("section %r ended with %s: %s", section, code.value, message)
     return SectionError(section=section, code=code, message=message, chunks=seq)
