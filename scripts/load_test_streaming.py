@@ -547,6 +547,7 @@ def spawn(
     log_level: str = "info",
     asgi_server: str = "auto",
     log_file: Path | None = None,
+    upstream_http1: bool = False,
 ) -> Iterator[Spawned]:
     """A simulator with a fixed profile and a server pointed at it; both stopped at the end."""
     from backend_ai.simulator import SimulatorProcess
@@ -562,7 +563,9 @@ def spawn(
             "OPENAI_BASE_URL": sim.base_url,
             "OPENAI_API_KEY": "sk-loadtest-dummy",
             "BACKEND_AI_UPSTREAM_SIMULATOR": "1",
-            "BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE": "1",
+            # The simulator speaks h2c; --upstream-http1 compares the HTTP/1.1 pool.
+            "BACKEND_AI_HTTP_HTTP2": "0" if upstream_http1 else "1",
+            "BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE": "0" if upstream_http1 else "1",
             "BACKEND_AI_HISTORY_DB": str(Path(tmp) / "history.sqlite3"),
         }
         if server == "backend":
@@ -673,6 +676,11 @@ def main(argv: list[str] | None = None) -> int:
         help="--sweep: p99 first-chunk overhead limit for the capacity (default 50)",
     )
     parser.add_argument("--server-log", type=Path, help="--spawn: keep the server's log here")
+    parser.add_argument(
+        "--upstream-http1",
+        action="store_true",
+        help="--spawn: the server's upstream pool speaks HTTP/1.1 instead of HTTP/2",
+    )
     parser.add_argument("--json", type=Path, help="write the summary as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
@@ -701,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
                     profile=json.loads(args.sim) if args.sim else None,
                     asgi_server=args.asgi_server,
                     log_file=args.server_log,
+                    upstream_http1=args.upstream_http1,
                 )
             )
             url, ttft = spawned.url, spawned.upstream_ttft_ms
