@@ -211,6 +211,17 @@ def test_a_burst_over_the_upstream_budget_falls_back_and_gets_every_section_thro
     assert stats["status_counts"].get("429", 0) >= 1
     assert stats["streams_active_max"] <= budget
     assert stats["streams_completed"] == models
+    # Sequential means it: after the streams the budget admitted at first, each stream
+    # started only once every earlier one had ended (2 ms of slack for the two clocks).
+    streams = sorted(
+        (r for r in simulator.stats()["requests"] if r["status"] == 200),
+        key=lambda r: r["t_start"],
+    )
+    first_wave = max(i for i, r in enumerate(streams) if r["t_start"] < streams[0]["t_end"]) + 1
+    assert first_wave <= budget
+    for i in range(first_wave, len(streams)):
+        ended = max(r["t_end"] for r in streams[:i])
+        assert streams[i]["t_start"] >= ended - 0.002, (i, streams[i]["t_start"] - ended)
 
 
 @pytest.fixture(scope="module")
