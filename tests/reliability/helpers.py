@@ -16,7 +16,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
     "CANARY_KEY",
@@ -38,7 +37,6 @@ __all__ = [
     "StreamResult",
     "check_stream",
     "http_response",
-    "metric",
     "parse_sse_body",
     "post_stream",
     "wait_until",
@@ -238,16 +236,6 @@ def post_stream(
         elapsed_s=elapsed,
         outcomes=check_stream(events),
     )
-
-
-def metric(http: httpx.Client, base_url: str, name: str, **labels: str) -> float:
-    """One sample of the service's ``/metrics`` (0 when absent)."""
-    text = http.get(base_url + "metrics").text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
 
 
 # -- a raw HTTP/1.1 client, for disconnects at exact points -----------------------------------
@@ -535,13 +523,3 @@ class ScriptedUpstream:
 def _error_line(message: str) -> bytes:
     error = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
     return b"data: " + json.dumps(error).encode() + b"\n\n"
-
-
-@contextlib.contextmanager
-def closing_all(items: list[Any]) -> Iterator[list[Any]]:
-    try:
-        yield items
-    finally:
-        for item in items:
-            with contextlib.suppress(Exception):
-                item.close()

@@ -125,9 +125,16 @@ def wait_settled(
     return stats
 
 
-def assert_no_growth(before: ProcSample, after: ProcSample, *, rss_kb: int) -> None:
-    """Nothing the worker holds grew beyond a small bound once its pools were warm."""
-    assert after.threads <= before.threads + 8, (before, after)
+def assert_no_growth(
+    before: ProcSample, after: ProcSample, *, rss_kb: int, threads: int = 8
+) -> None:
+    """Nothing the worker holds grew beyond a small bound once its pools were warm.
+
+    Both thread pools are bounded (``THREADS``, ``MAX_WORKERS``) but grow on demand, so a
+    round that peaks a little higher than the one before adds a few threads: ``threads`` is
+    that slack, far below the one-per-request growth of a leak.
+    """
+    assert after.threads <= before.threads + threads, (before, after)
     assert after.threads <= THREADS + MAX_WORKERS + 10, after
     assert after.fds <= before.fds + 4, (before, after)
     assert after.sockets <= before.sockets + 2, (before, after)
@@ -362,5 +369,5 @@ def test_many_clients_at_once_get_their_streams_and_leave_nothing(
         wait_settled(service, simulator, timeout=15.0)
         samples.append(probe.sample())
     warm, after = samples
-    assert_no_growth(warm, after, rss_kb=20_000)
+    assert_no_growth(warm, after, rss_kb=20_000, threads=CLIENTS // 3)
     figures("many_clients", clients=CLIENTS, rounds=2, warm=warm.as_dict(), after=after.as_dict())
