@@ -46,7 +46,7 @@ import httpx
 from httpcore._exceptions import ConnectionNotAvailable
 from httpcore._sync.connection import HTTPConnection
 from httpcore._sync.http2 import HTTP2Connection
-from httpcore._sync.http11 import HTTP11Connection
+from httpcore._sync.http11 import HTTP11Connection, HTTPConnectionState
 
 __all__ = ["CancelScope", "CancellableTransport", "shutdown_response"]
 
@@ -495,6 +495,15 @@ class _CancellableHTTP11Connection(HTTP11Connection):
             response.stream = _TrackedStream(response.stream, _current.in_flight)
         return response
 
+    def close_if_unclaimed(self) -> bool:
+        """Close unless a request owns the connection now; atomic with httpcore's claim."""
+        with self._state_lock:
+            if self._state == HTTPConnectionState.ACTIVE:
+                return False
+            self._state = HTTPConnectionState.CLOSED
+        self.close()
+        return True
+
     def _send_request_headers(self, request: httpcore.Request) -> None:
         in_flight = _current.in_flight = _RequestInFlight(self)
         _attach_to_current_scope(in_flight.cancel)
@@ -528,6 +537,34 @@ class _CancellableConnection(HTTPConnection):
 
 
 class _CancellablePool(httpcore.ConnectionPool):
+    """httpcore's pool, building our connections, and never closing one a request just took.
+
+    httpcore decides under its pool lock which idle connections to close, but closes them
+    later, outside it; a request already handed such a connection may claim it in between
+    (under the connection's own lock) and then have its socket closed under it.
+    """
+
+    _closing_pool = False
+
+    def close(self) -> None:
+        self._closing_pool = True
+        super().close()
+
+    def _close_connections(self, closing: list[httpcore.ConnectionInterface]) -> None:
+        if self._closing_pool:
+            super()._close_connections(closing)
+            return
+        claimed = []
+        for connection in closing:
+            inner = getattr(connection, "_connection", None)
+            if isinstance(inner, _CancellableHTTP11Connection) and not inner.close_if_unclaimed():
+                claimed.append(connection)
+                continue
+            connection.close()
+        if claimed:
+            with self._optional_thread_lock:
+                self._connections.extend(claimed)  # back in the pool, with their requests
+
     def create_connection(self, origin: httpcore.Origin) -> httpcore.ConnectionInterface:
         if self._proxy is not None:
             return super().create_connection(origin)
