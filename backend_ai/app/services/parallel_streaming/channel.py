@@ -2,8 +2,9 @@
 
 Workers post content chunks in batches — every chunk one network read completed — so a burst
 costs one hand-off instead of one per chunk. At most ``capacity`` chunks (plus one batch per
-worker) wait between the workers and the consumer. A worker that finds no room waits (its
-upstream read pauses, and TCP/HTTP/2 flow control pushes back on the upstream) until the
+worker) wait between the workers and the consumer. A worker that finds no room waits — its
+upstream read pauses, and flow control pushes back on the upstream once the socket buffers
+(HTTP/1.1) or the stream's 16 MiB HTTP/2 window (httpcore's setting) fill — until the
 consumer catches up, its section is cancelled, or ``backpressure_timeout_s`` passes — then it
 gives its section up with ``slow_consumer``. Control items (section start and end) always get
 through: there are at most a few per section, and a worker's end item must never be lost, or
