@@ -19,6 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reliability.test_hostile_input import ROUTE_FIELDS, bodies
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
@@ -216,6 +219,51 @@ def test_hostile_input_is_a_4xx_json_or_a_correct_stream(
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == code
     assert "x" * 100 not in response.text
+
+
+@pytest.mark.parametrize("route", list(ROUTE_FIELDS))
+@settings(
+    max_examples=25,
+    deadline=None,  # a loaded 2-core machine
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,  # the fixtures hold no per-example state
+    ],
+)
+@given(data=st.data())
+def test_any_request_body_is_refused_or_streamed_never_a_500(
+    django_service: GunicornProcess, http: httpx.Client, route: str, data: st.DataObject
+) -> None:
+    """The Flask service's hostile-body generator, sent to the Django example: a 4xx JSON
+    error, or a stream that keeps the protocol with no section failing as a bug.
+
+    One connection per request: after refusing a body it did not read, gunicorn drains at most
+    64 KiB of it and otherwise closes the keep-alive connection it had just offered, so a
+    client reusing it at once may find it closed (gunicorn's choice, for Flask alike).
+    """
+    assert django_service.url is not None
+    body = data.draw(bodies(ROUTE_FIELDS[route]), label="body")
+    content_type = data.draw(
+        st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain"]),
+        label="content_type",
+    )
+    response = http.post(
+        django_service.url + route.lstrip("/"),
+        content=body,
+        headers={"Content-Type": content_type, "Connection": "close"},
+    )
+    status = response.status_code
+    assert status != 500, response.text[:300]
+    if status != 200:
+        assert 400 <= status < 500, (status, response.text[:300])
+        assert response.headers["content-type"] == "application/json"
+        assert set(response.json()["error"]) == {"code", "message"}
+        return
+    frames = parse_frames(response.text)
+    check_protocol(frames)
+    codes = {e["code"] for e in data_events(frames) if e["type"] == "error"}
+    assert "internal" not in codes
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
