@@ -2,8 +2,9 @@
 
 A section's worker feeds each network read of the upstream body to its parser's
 ``read(received, batch)`` and hands the chunks the read completed to the run with
-``deliver(batch, state, channel)`` — the same two calls as the chat-completions parser in
-``worker.py``, which stays the default. This module adds:
+``deliver(batch, state, channel)`` — or, when a connection's reader thread posts them itself,
+counts what the run took with ``accepted(batch, now)`` — the same calls as the
+chat-completions parser in ``worker.py``, which stays the default. This module adds:
 
 * ``ResponsesReader`` — OpenAI's Responses API (``POST /responses`` with ``stream: true``):
   ``response.output_text.delta`` events become the section's ``chunk`` events,
@@ -128,11 +129,15 @@ class _Reader:
         """Hand a read's chunks to the run; raise ``SectionCancelled`` if it refused them."""
         now = time.monotonic()
         state.last_activity = now
-        reasoning, self.pending_reasoning = self.pending_reasoning, 0
         if not batch:
             return
         if not channel.put_chunks(batch, state):
             raise SectionCancelled
+        self.accepted(batch, now)
+
+    def accepted(self, batch: list[Any], now: float) -> None:
+        """Count a batch the run took: its answer chunks, and its reasoning chunks apart."""
+        reasoning, self.pending_reasoning = self.pending_reasoning, 0
         self.reasoning_seq += reasoning
         answer = len(batch) - reasoning
         if not answer:
