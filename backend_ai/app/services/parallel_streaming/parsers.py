@@ -67,6 +67,7 @@ class SectionReader(Protocol):
     finish_reason: str | None
     usage: TokenUsage | None
     ttft_ms: float | None
+    started: float
 
     def read(self, received: bytes, batch: list[Any]) -> None: ...
 
