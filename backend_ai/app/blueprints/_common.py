@@ -18,7 +18,13 @@ from backend_ai.app.prompts import SectionPrompt
 from backend_ai.app.services.parallel_streaming import StreamConfig
 from backend_ai.app.services.parallel_streaming.config import PRESETS
 from backend_ai.app.streaming import open_run, sse_response
-from backend_ai.app.validation import RequestError, check_fields, json_body, stream_mode
+from backend_ai.app.validation import (
+    RequestError,
+    check_fields,
+    json_body,
+    sim_controls,
+    stream_mode,
+)
 
 __all__ = ["COMMON_FIELDS", "StreamRequest", "parse", "preset_config", "stream"]
 
@@ -68,6 +74,10 @@ def parse(fields: Sequence[str]) -> StreamRequest:
                 "invalid_type",
                 "field 'sim_sections' must map section names to JSON objects",
             )
+        defaults = state.settings.sim_defaults
+        merged = sim_controls(sim, field="sim", defaults=defaults)
+        for controls in (per_section or {}).values():
+            sim_controls({**merged, **controls}, field="sim_sections", defaults=defaults)
     return StreamRequest(body, mode, state)
 
 
