@@ -20,6 +20,7 @@ Why each choice:
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 from typing import Any
@@ -62,8 +63,42 @@ def _state_of(worker: Any) -> Any:
     return None if extensions is None else extensions.get("backend_ai")
 
 
+class _SendTimeoutFilter(logging.Filter):
+    """gunicorn logs a send that hit ``SO_SNDTIMEO`` as "Socket error" with a traceback; it is
+    the send timeout doing its job (a client that stopped reading was dropped): one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            record.msg = "dropped a client that read nothing for the send timeout"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _route_app_logs(worker: Any) -> None:
+    """Send the app's log lines (``backend_ai.*``, access lines included) to gunicorn's log.
+
+    Only when nothing else was set up: an app that configured logging keeps its own.
+    """
+    error_log = getattr(getattr(worker, "log", None), "error_log", None)
+    if not isinstance(error_log, logging.Logger):
+        return
+    error_log.addFilter(_SendTimeoutFilter())
+    app_logger = logging.getLogger("backend_ai")
+    if app_logger.handlers or logging.getLogger().handlers:
+        return
+    for handler in error_log.handlers:
+        app_logger.addHandler(handler)
+    app_logger.setLevel(error_log.level)
+    app_logger.propagate = False
+
+
 def post_worker_init(worker: Any) -> None:
-    """Chain a drain onto the worker's SIGTERM handler: open streams end with ``done``."""
+    """Route the app's logs to gunicorn's; chain a drain onto the worker's SIGTERM handler."""
+    _route_app_logs(worker)
     state = _state_of(worker)
     if state is None:
         return

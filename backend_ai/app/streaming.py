@@ -27,8 +27,9 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 
+from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.history import HistoryRecord, SectionRecord
 from backend_ai.app.services.parallel_streaming import StreamConfig, encode_event
@@ -89,10 +90,18 @@ class RunRecorder:
         self.sections = {c.section_name: _Section(model=c.model) for c in configs}
         self.done: RunDone | None = None
         self.rate_limited = False
+        #: ``ok``, ``partial``, ``failed`` or ``cancelled`` once ``finish`` ran.
+        self.outcome: str | None = None
+        self.first_chunk_ms: float | None = None
+
+    def section_count(self) -> int:
+        return len(self.sections)
 
     def observe(self, event: Event) -> None:
         if type(event) is ContentChunk:  # the hot path: most events are chunks
             self.sections[event.section].parts.append(event.content)
+            if self.first_chunk_ms is None:
+                self.first_chunk_ms = self.elapsed_ms()
             return
         if isinstance(event, SectionStarted):
             self.sections[event.section].status = "streaming"
@@ -163,6 +172,7 @@ class RunRecorder:
             outcome = "partial"
         else:
             outcome = "failed"
+        self.outcome = outcome
         self._metrics.runs.labels(self.route, outcome).inc()
         duration_ms = self.elapsed_ms()
         self._metrics.run_duration.labels(self.route).observe(duration_ms / 1000)
@@ -278,4 +288,6 @@ def sse_response(state: ServiceState, run: OpenedRun) -> Response:
     response = Response(_frames(state, run), mimetype="text/event-stream")
     response.headers.update(SSE_HEADERS)
     response.headers["X-Request-Id"] = run.recorder.request_id
+    # The access line (written when the server closes the response) reports on the run.
+    request.environ[ACCESS_KEY] = run.recorder
     return response
