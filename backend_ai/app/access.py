@@ -19,6 +19,12 @@ the environ as ``gunicorn.socket``) makes a ``send`` that moved no byte for that
 gunicorn then closes the response — which cancels the run and every upstream stream of it — and
 the connection, and the thread is free. Under a server that does not expose its socket the
 timeout is not set and the run's backpressure timeout is the bound.
+
+A stream cut before its final event (the send timed out, or the client went away) also has its
+socket aborted before the server closes it: ``SO_LINGER`` zero and the read side shut. gthread
+closes a connection on its main loop "gracefully", waiting up to 2 s for the peer to close;
+a peer that stopped reading never does, so without this each dropped client would stall the
+worker's main loop — every other connection of the worker — for those seconds.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-__all__ = ["ACCESS_KEY", "AccessLog", "RunSummary", "set_send_timeout"]
+__all__ = ["ACCESS_KEY", "AccessLog", "RunSummary", "abort_connection", "set_send_timeout"]
 
 logger = logging.getLogger("backend_ai.access")
 
@@ -51,6 +57,10 @@ class RunSummary(Protocol):
 
     def section_count(self) -> int: ...
 
+    def cut(self) -> bool:
+        """True when the stream ended before its final event went out."""
+        ...
+
 
 def set_send_timeout(sock: socket.socket, seconds: float) -> None:
     """``SO_SNDTIMEO`` on ``sock``: a blocking send that moves nothing for ``seconds`` fails."""
@@ -59,6 +69,15 @@ def set_send_timeout(sock: socket.socket, seconds: float) -> None:
     # struct timeval: two C longs on Linux; on macOS a long and a 32-bit int, padded to 16.
     layout = "@ll" if sys.platform.startswith("linux") else "@li4x"
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack(layout, whole, micros))
+
+
+def abort_connection(sock: socket.socket) -> None:
+    """Make the server's coming close immediate: reset, unsent bytes dropped, no linger."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:  # already reset by the peer: nothing left to abort
+        pass
 
 
 def _clean(path: str) -> str:
@@ -93,7 +112,8 @@ class _Closing:
 
 
 class AccessLog:
-    """WSGI middleware: access line on close, ``SO_SNDTIMEO`` on the client socket."""
+    """WSGI middleware: access line on close, ``SO_SNDTIMEO`` on the client socket, and an
+    aborted socket under a cut stream."""
 
     def __init__(
         self,
@@ -114,17 +134,21 @@ class AccessLog:
                 set_send_timeout(sock, self.send_timeout_s)
             except OSError as exc:  # a platform without SO_SNDTIMEO: backpressure still bounds
                 logger.debug("send timeout not set: %s", exc)
-        if not self.enabled:
-            return self.wsgi_app(environ, start_response)
         status: list[str] = []
 
         def recording_start_response(code: str, headers: Any, *args: Any) -> Any:
             status[:] = [code]
             return start_response(code, headers, *args)
 
-        def log_line() -> None:
-            code = int(status[0].split(" ", 1)[0]) if status else 0
+        def on_close() -> None:
             run: RunSummary | None = environ.get(ACCESS_KEY)
+            if run is not None and isinstance(sock, socket.socket) and run.cut():
+                abort_connection(sock)
+            if self.enabled:
+                log_line(run)
+
+        def log_line(run: RunSummary | None) -> None:
+            code = int(status[0].split(" ", 1)[0]) if status else 0
             if run is not None:
                 outcome = run.outcome or "cancelled"
                 fields = (run.request_id, run.route, run.section_count(), run.first_chunk_ms)
@@ -148,6 +172,7 @@ class AccessLog:
         try:
             inner = self.wsgi_app(environ, recording_start_response)
         except BaseException:
-            log_line()
+            if self.enabled:
+                log_line(None)
             raise
-        return _Closing(inner, log_line)
+        return _Closing(inner, on_close)

@@ -97,6 +97,10 @@ class RunRecorder:
     def section_count(self) -> int:
         return len(self.sections)
 
+    def cut(self) -> bool:
+        """The stream stopped before its final event: the server stopped writing it."""
+        return self.done is None
+
     def observe(self, event: Event) -> None:
         if type(event) is ContentChunk:  # the hot path: most events are chunks
             self.sections[event.section].parts.append(event.content)
