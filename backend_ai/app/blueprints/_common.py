@@ -110,8 +110,13 @@ def stream(
     route: str,
     configs: Sequence[StreamConfig],
     input_data: Mapping[str, Any],
+    reading: Mapping[str, Any] | None = None,
 ) -> Response:
-    """Open the run and answer with its SSE response."""
+    """Open the run and answer with its SSE response.
+
+    ``reading``: what the server drew or cast for this reading (tarot cards, a hexagram), sent
+    as the app-level ``reading`` event ahead of the run's frames so the page can show it at once.
+    """
     names = {c.section_name for c in configs}
     unknown = sorted(set(req.body.get("sim_sections") or {}) - names)
     if unknown:
@@ -129,5 +134,6 @@ def stream(
         mode=req.mode,
         input_data=input_data,
         received_at=g.get("received_at", time.perf_counter()),
+        reading=reading,
     )
     return sse_response(req.state, run)
