@@ -17,7 +17,7 @@ from backend_ai import __version__
 __all__ = ["main"]
 
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("backend_ai.app.serve", "run the web service and its live page under gunicorn"),
+    "serve": ("backend_ai.app.serve", "run the web service under gunicorn"),
     "simulate": ("backend_ai.simulator.cli", "run the OpenAI-compatible upstream simulator"),
 }
 
