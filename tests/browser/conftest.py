@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
@@ -66,30 +67,50 @@ def page_server(
         yield server
 
 
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 360, "height": 740}
+
+OpenPage = Callable[..., Page]
+
+
 @pytest.fixture
-def page(
+def open_page(
     browser: Browser, page_server: GunicornProcess, simulator: SimulatorProcess
-) -> Iterator[Page]:
-    """The live page, loaded, with the simulator reset; fails on any script error.
+) -> Iterator[OpenPage]:
+    """``open_page(viewport=DESKTOP)``: the live page, loaded, with the simulator reset; each
+    fails the test on any script error.
 
     "Failed to load resource" lines are the browser reporting non-2xx answers, which some
     tests provoke on purpose; the page's handling of them is what those tests check.
     """
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
+    contexts: list[BrowserContext] = []
     errors: list[str] = []
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    assert page_server.url is not None
-    page.goto(page_server.url)
-    page.wait_for_selector('#upstream[data-upstream="simulator"]')
-    yield page
-    context.close()
+
+    def open_one(viewport: dict[str, int] = DESKTOP, **context_args: Any) -> Page:
+        context = browser.new_context(viewport=viewport, **context_args)
+        contexts.append(context)
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda msg: (
+                errors.append(msg.text)
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        assert page_server.url is not None
+        page.goto(page_server.url)
+        page.wait_for_selector('#upstream[data-upstream="simulator"]')
+        return page
+
+    yield open_one
+    for context in contexts:
+        context.close()
     assert not errors, f"errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(open_page: OpenPage) -> Page:
+    """The live page at desktop size."""
+    return open_page(DESKTOP)
