@@ -30,6 +30,7 @@ __all__ = [
     "control_socket_disable",
     "graceful_timeout",
     "keepalive",
+    "post_fork",
     "post_worker_init",
     "threads",
     "timeout",
@@ -78,7 +79,7 @@ class _SendTimeoutFilter(logging.Filter):
         return True
 
 
-def _route_app_logs(worker: Any) -> None:
+def post_fork(server: Any, worker: Any) -> None:
     """Send the app's log lines (``backend_ai.*``, access lines included) to gunicorn's log.
 
     Only when nothing else was set up: an app that configured logging keeps its own.
@@ -97,8 +98,7 @@ def _route_app_logs(worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Route the app's logs to gunicorn's; chain a drain onto the worker's SIGTERM handler."""
-    _route_app_logs(worker)
+    """Chain a drain onto the worker's SIGTERM handler: open streams end with ``done``."""
     state = _state_of(worker)
     if state is None:
         return

@@ -28,9 +28,8 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response, request
+from flask import Response
 
-from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.history import HistoryRecord, SectionRecord
 from backend_ai.app.services.parallel_streaming import StreamConfig, encode_event
@@ -316,6 +315,4 @@ def sse_response(state: ServiceState, run: OpenedRun) -> Response:
     response = Response(_frames(state, run), mimetype="text/event-stream")
     response.headers.update(SSE_HEADERS)
     response.headers["X-Request-Id"] = run.recorder.request_id
-    # The access line (written when the server closes the response) reports on the run.
-    request.environ[ACCESS_KEY] = run.recorder
     return response

@@ -345,3 +345,26 @@ def test_a_finished_run_can_be_copied_and_downloaded(open_page: OpenPage, tmp_pa
     page.click("#copy-md")
     expect(page.locator("#export-status")).to_have_text("Copied.")
     assert page.evaluate("() => navigator.clipboard.readText()") == markdown
+
+
+def test_another_script_can_add_a_tab(page: Page) -> None:
+    shown = page.evaluate(
+        """() => {
+      window.tabEvents = [];
+      document.addEventListener('backend-ai:tab', ev => window.tabEvents.push(ev.detail));
+      const section = document.createElement('section');
+      section.id = 'extra';
+      section.textContent = 'an extra view';
+      window.backendAI.addTab('extra', 'Extra', section);
+      return section.hidden;
+    }"""
+    )
+    assert shown is True
+    page.click("#tab-extra")
+    expect(page.locator("#extra")).to_be_visible()
+    expect(page.locator("#form")).to_be_hidden()
+    expect(page.locator("#tab-extra")).to_have_attribute("aria-selected", "true")
+    page.click("#tab-readings")
+    expect(page.locator("#form")).to_be_visible()
+    expect(page.locator("#extra")).to_be_hidden()
+    assert page.evaluate("() => window.tabEvents") == ["extra", "run"]

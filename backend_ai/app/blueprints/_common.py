@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Response, g, request
 
+from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState, get_state
 from backend_ai.app.prompts import SectionPrompt
 from backend_ai.app.services.parallel_streaming import StreamConfig
@@ -136,4 +137,6 @@ def stream(
         received_at=g.get("received_at", time.perf_counter()),
         reading=reading,
     )
+    # The access line (written when the server closes the response) reports on the run.
+    request.environ[ACCESS_KEY] = run.recorder
     return sse_response(req.state, run)

@@ -83,6 +83,24 @@
     document.dispatchEvent(new CustomEvent("backend-ai:tab", { detail: name }));
   }
 
+  // A tab of another script: `section` becomes the panel of a new button, `tab-NAME`.
+  function addTab(name, label, section) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.id = `tab-${name}`;
+    button.setAttribute("role", "tab");
+    button.setAttribute("aria-selected", "false");
+    button.dataset.tab = name;
+    button.textContent = label;
+    $("tabs").append(button);
+    section.classList.add("tab-panel");
+    section.setAttribute("role", "tabpanel");
+    section.dataset.tabPanel = name;
+    section.hidden = true;
+    document.querySelector("main").append(section);
+    return button;
+  }
+
   // ---- the form -------------------------------------------------------------------------
 
   function onKindChange() {
@@ -716,8 +734,8 @@
     loadHealth();
   }
 
-  // For other scripts of the page (an extra tab): switch tabs, reuse the auth header.
-  window.backendAI = { showTab, authHeaders };
+  // For other scripts of the page (an extra tab): add and switch tabs, reuse the auth header.
+  window.backendAI = { addTab, showTab, authHeaders };
 
   init();
 })();
