@@ -34,6 +34,7 @@ from backend_ai.app.validation import (
     model_list,
     optional_int,
     required_text,
+    sim_controls,
     stream_mode,
 )
 
@@ -85,11 +86,17 @@ class StreamRequest:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What one request streams: the route's name, its sections, and the input to remember."""
+    """What one request streams: the route's name, its sections, and the input to remember.
+
+    ``reading``: what the server drew or cast for this request (tarot cards, a hexagram), sent
+    as the app-level ``reading`` event ahead of the run's frames so a page can show it at once;
+    None sends none.
+    """
 
     route: str
     configs: list[StreamConfig]
     input_data: dict[str, Any] = field(default_factory=dict)
+    reading: dict[str, Any] | None = None
 
 
 def stream_request(
@@ -119,6 +126,10 @@ def stream_request(
                 "invalid_type",
                 "field 'sim_sections' must map section names to JSON objects",
             )
+        defaults = settings.sim_defaults
+        merged = sim_controls(sim, field="sim", defaults=defaults)
+        for controls in (per_section or {}).values():
+            sim_controls({**merged, **controls}, field="sim_sections", defaults=defaults)
     return StreamRequest(body, mode, settings)
 
 
@@ -207,7 +218,12 @@ def iching_plan(req: StreamRequest) -> RunPlan:
         number = secrets.randbelow(len(HEXAGRAMS)) + 1
     values = {"question": question, "number": str(number), "name": HEXAGRAMS[number - 1]}
     configs = [preset_config(req, p, p.render(**values)) for p in ICHING_SECTIONS]
-    return RunPlan("iching", configs, {"question": question, "hexagram": number})
+    return RunPlan(
+        "iching",
+        configs,
+        {"question": question, "hexagram": number},
+        reading={"hexagram": {"number": number, "name": HEXAGRAMS[number - 1]}},
+    )
 
 
 def draw(positions: tuple[str, ...]) -> list[str]:
@@ -241,6 +257,7 @@ def tarot_plan(req: StreamRequest, spread: str) -> RunPlan:
         "tarot",
         [preset_config(req, TAROT_SECTION, prompt)],
         {"question": question, "spread": spread, "cards": cards},
+        reading={"spread": spread, "cards": cards},
     )
 
 

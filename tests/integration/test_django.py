@@ -28,6 +28,7 @@ from backend_ai.simulator import SimulatorProcess
 
 from .conftest import SECRET_KEY, service_env
 from .sse_client import LiveStream, check_protocol, data_events, parse_frames
+from .test_access_log import access_lines
 from .test_validation import BAD_REQUESTS
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "django_app"
@@ -104,6 +105,67 @@ def test_every_route_streams_the_protocol(
     assert sorted(done["completed"]) == sorted(sections)
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "reading"),
+    [
+        (DREAM, {"dream": "d"}, None),
+        ("iching/reading-stream", {"question": "Where?", "hexagram": 12}, {"hexagram"}),
+        ("tarot/three-card-stream", {"question": "Where?"}, {"spread", "cards"}),
+    ],
+    ids=["dream", "iching", "tarot"],
+)
+def test_what_was_drawn_or_cast_goes_out_first_as_in_flask(
+    django_service: GunicornProcess,
+    http: httpx.Client,
+    route: str,
+    body: dict[str, Any],
+    reading: set[str] | None,
+) -> None:
+    with open_stream(http, django_service, route, {**body, "sim": {"tokens": 3}}) as live:
+        frames = live.read_all()
+    check_protocol(frames)
+    first, second = data_events(frames)[:2]
+    if reading is None:
+        assert first["type"] == "start"
+        return
+    assert first["type"] == "reading"
+    assert first["request_id"] == second["request_id"]
+    assert set(first) - {"type", "request_id", "route"} == reading
+    if "hexagram" in reading:
+        assert first["hexagram"]["number"] == 12
+    else:
+        assert len(first["cards"]) == 3
+
+
+def test_each_request_gets_one_access_line_with_its_run_and_no_prompt(
+    django_service: GunicornProcess, http: httpx.Client
+) -> None:
+    path = "/" + DREAM
+    before = access_lines(django_service.log_lines, 0, path=path, timeout=0)
+    sim = {"ttft_ms": 30, "itl_ms": 2, "tokens": 5}
+    prompt = "a PRIVATE glass city"
+    with open_stream(http, django_service, DREAM, {"dream": prompt, "sim": sim}) as live:
+        check_protocol(live.read_all())
+        request_id = live.response.headers["x-request-id"]
+    assert django_service.url is not None
+    refused = http.post(django_service.url + DREAM, json={"dream": prompt, "mode": "x"})
+    assert refused.status_code == 422
+
+    lines = access_lines(django_service.log_lines, len(before) + 2, path=path)
+    # The two lines may come in either order: each is written when its response is closed.
+    (run,) = [line for line in lines if line["request_id"] == request_id]
+    (refusal,) = [line for line in lines[len(before) :] if line is not run]
+    assert (run["route"], run["sections"], run["status"], run["outcome"]) == (
+        "dream",
+        "3",
+        "200",
+        "ok",
+    )
+    assert 30 <= float(run["first"]) <= float(run["duration"])
+    assert (refusal["request_id"], refusal["status"], refusal["outcome"]) == ("-", "422", "refused")
+    assert "PRIVATE" not in "".join(django_service.log_lines)
+
+
 def test_sections_run_in_parallel_and_the_first_byte_comes_at_once(
     django_service: GunicornProcess, http: httpx.Client
 ) -> None:
@@ -171,7 +233,7 @@ HOSTILE: list[tuple[str, dict[str, Any], int, str]] = [
      400, "invalid_json"),
     (DREAM, {"content": json.dumps({"dream": "x" * 70_000}),
              "headers": {"Content-Type": "application/json"}}, 413, "payload_too_large"),
-    (DREAM, {"json": {"dream": "x", "sim": {"no_such_key": 1}}}, 200, ""),
+    (DREAM, {"json": {"dream": "x", "sim": {"no_such_key": 1}}}, 422, "invalid_sim"),
     (DREAM, {"json": {"dream": "x", "sim_sections": {"nope": {}}}}, 422, "unknown_section"),
     ("compare/stream", {"json": {"prompt": "p", "models": ["a"], "history": [{"role": "system",
      "content": "x"}]}}, 422, "invalid_value"),
@@ -207,14 +269,6 @@ def test_hostile_input_is_a_4xx_json_or_a_correct_stream(
 ) -> None:
     assert django_service.url is not None
     response = http.post(django_service.url + route, **kwargs)
-    if status == 200:
-        # A bad simulator control is the upstream's 400: the stream reports it per section.
-        assert response.status_code == 200
-        frames = parse_frames(response.text)
-        check_protocol(frames)
-        events = data_events(frames)
-        assert {e["code"] for e in events if e["type"] == "error"} == {"bad_request"}
-        return
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == code

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Response, g, request
 
 from backend_ai.app import runs
+from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState, get_state
 from backend_ai.app.runs import (
     COMMON_FIELDS,
@@ -58,8 +59,13 @@ def stream(
     route: str,
     configs: Sequence[StreamConfig],
     input_data: Mapping[str, Any],
+    reading: Mapping[str, Any] | None = None,
 ) -> Response:
-    """Open the run and answer with its SSE response."""
+    """Open the run and answer with its SSE response.
+
+    ``reading``: what the server drew or cast for this reading (tarot cards, a hexagram), sent
+    as the app-level ``reading`` event ahead of the run's frames so the page can show it at once.
+    """
     check_sim_sections(req, configs)
     request_id = uuid.uuid4().hex
     run = open_run(
@@ -70,10 +76,19 @@ def stream(
         mode=req.mode,
         input_data=input_data,
         received_at=g.get("received_at", time.perf_counter()),
+        reading=reading,
     )
+    # The access line (written when the server closes the response) reports on the run.
+    request.environ[ACCESS_KEY] = run.recorder
     return sse_response(req.state, run)
 
 
 def stream_plan(req: StreamRequest, plan: RunPlan) -> Response:
     """Open the run a route planned (``backend_ai.app.runs``) and answer with its response."""
-    return stream(req, route=plan.route, configs=plan.configs, input_data=plan.input_data)
+    return stream(
+        req,
+        route=plan.route,
+        configs=plan.configs,
+        input_data=plan.input_data,
+        reading=plan.reading,
+    )

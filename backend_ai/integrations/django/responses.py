@@ -18,6 +18,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 
+from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.runs import RunPlan
 from backend_ai.app.services.parallel_streaming import StreamConfig
@@ -105,8 +106,13 @@ def stream_plan_response(
     mode: str = "interleaved",
     service: ServiceState | None = None,
     received_at: float | None = None,
+    request: HttpRequest | None = None,
 ) -> StreamingHttpResponse:
-    """Open the run of ``plan`` and answer with its ``text/event-stream`` response."""
+    """Open the run of ``plan`` and answer with its ``text/event-stream`` response.
+
+    With ``request``, the run is left in its WSGI environ, where the access log
+    (``backend_ai.integrations.django.wsgi``) reads how it went once the response is closed.
+    """
     service = service or get_service()
     request_id = uuid.uuid4().hex
     run = open_run(
@@ -117,7 +123,10 @@ def stream_plan_response(
         mode=mode,
         input_data=plan.input_data,
         received_at=received_at if received_at is not None else time.perf_counter(),
+        reading=plan.reading,
     )
+    if request is not None:
+        request.META[ACCESS_KEY] = run.recorder
     response = StreamingHttpResponse(sse_body(service, run), content_type="text/event-stream")
     for name, value in SSE_HEADERS.items():
         response[name] = value
@@ -131,7 +140,9 @@ def stream_response(
     route: str = "custom",
     mode: str = "interleaved",
     input_data: Mapping[str, Any] | None = None,
+    request: HttpRequest | None = None,
 ) -> StreamingHttpResponse:
-    """A view's answer: ``configs`` streamed in parallel as SSE (``route`` labels metrics)."""
+    """A view's answer: ``configs`` streamed in parallel as SSE (``route`` labels metrics);
+    ``request`` lets the access log report on the run."""
     plan = RunPlan(route, list(configs), dict(input_data or {}))
-    return stream_plan_response(plan, mode=mode)
+    return stream_plan_response(plan, mode=mode, request=request)

@@ -67,7 +67,9 @@ def _streaming_view(route: str, planner: Callable[..., RunPlan]) -> Callable[...
         req: StreamRequest = stream_request(body, fields, settings)
         plan = planner(req, **kwargs)
         check_sim_sections(req, plan.configs)
-        return stream_plan_response(plan, mode=req.mode, service=service, received_at=received_at)
+        return stream_plan_response(
+            plan, mode=req.mode, service=service, received_at=received_at, request=request
+        )
 
     view.__name__ = view.__qualname__ = f"{route}_view"
     return view
