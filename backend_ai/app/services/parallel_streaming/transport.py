@@ -48,6 +48,8 @@ from httpcore._sync.connection import HTTPConnection
 from httpcore._sync.http2 import HTTP2Connection
 from httpcore._sync.http11 import HTTP11Connection, HTTPConnectionState
 
+from backend_ai.app.services.parallel_streaming.cancel import CancelScope, register_cancel
+
 __all__ = ["CancelScope", "CancellableTransport", "shutdown_response"]
 
 logger = logging.getLogger(__name__)
@@ -55,77 +57,11 @@ logger = logging.getLogger(__name__)
 _PING_PAYLOAD = b"bai-wake"
 _RESET_WRITE_TIMEOUT_S = 5.0
 
-_current = threading.local()
-
-
-class CancelScope:
-    """Collects the upstream streams a thread opens so another thread can cancel them.
-
-    The worker enters the scope around its request; the transport registers every stream it
-    opens on that thread. ``cancel()`` may come from any thread, before, during or after the
-    request; ``with`` exit detaches the scope so a later cancel cannot touch a connection that
-    went back to the pool.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
-        self._cancelled = False
-        self._closed = False
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def cancel(self) -> None:
-        with self._lock:
-            if self._cancelled or self._closed:
-                self._cancelled = True
-                return
-            self._cancelled = True
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
-
-    def attach_fallback(self, callback: Callable[[], None]) -> None:
-        """Register ``callback`` unless the transport already registered what it opened.
-
-        For clients whose transport is not ``CancellableTransport`` (the SDK's default one,
-        say): cancellation then falls back to whatever ``callback`` can do from outside.
-        """
-        with self._lock:
-            armed = bool(self._callbacks)
-        if not armed:
-            self._attach(callback)
-
-    def _attach(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            if not self._cancelled and not self._closed:
-                self._callbacks.append(callback)
-                return
-            cancel_now = self._cancelled and not self._closed
-        if cancel_now:
-            callback()
-
-    def __enter__(self) -> CancelScope:
-        _current.scope = self
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        _current.scope = None
-        self.close()
-
-    def close(self) -> None:
-        """Forget the registered streams: call it once the response is read to its end."""
-        with self._lock:
-            self._closed = True
-            self._callbacks = []
+_local = threading.local()
 
 
 def _attach_to_current_scope(callback: Callable[[], None]) -> None:
-    scope: CancelScope | None = getattr(_current, "scope", None)
-    if scope is not None:
-        scope._attach(callback)
+    register_cancel(callback)
 
 
 class _SerializedH2State:
@@ -327,11 +263,11 @@ class _CancellableHTTP2Connection(HTTP2Connection):
             return False
 
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:
-        _current.headers_sent = False
+        _local.headers_sent = False
         try:
             return super().handle_request(request)
         except httpcore.RemoteProtocolError:
-            if self._went_away_gracefully() and not _current.headers_sent:
+            if self._went_away_gracefully() and not _local.headers_sent:
                 # This request lost the race with the GOAWAY: the server never saw it, so the
                 # pool may send it on another connection.
                 raise ConnectionNotAvailable() from None
@@ -346,7 +282,7 @@ class _CancellableHTTP2Connection(HTTP2Connection):
 
     def _send_request_headers(self, request: httpcore.Request, stream_id: int) -> None:
         super()._send_request_headers(request, stream_id)
-        _current.headers_sent = True
+        _local.headers_sent = True
         _attach_to_current_scope(functools.partial(self.cancel_stream, stream_id))
 
     @property
@@ -484,15 +420,15 @@ class _CancellableHTTP11Connection(HTTP11Connection):
         return (self._retired and self.is_idle()) or super().has_expired()
 
     def handle_request(self, request: httpcore.Request) -> httpcore.Response:
-        _current.in_flight = None
+        _local.in_flight = None
         try:
             response = super().handle_request(request)
         except BaseException:
-            if _current.in_flight is not None:
-                _current.in_flight.finished()
+            if _local.in_flight is not None:
+                _local.in_flight.finished()
             raise
-        if _current.in_flight is not None:
-            response.stream = _TrackedStream(response.stream, _current.in_flight)
+        if _local.in_flight is not None:
+            response.stream = _TrackedStream(response.stream, _local.in_flight)
         return response
 
     def close_if_unclaimed(self) -> bool:
@@ -505,7 +441,7 @@ class _CancellableHTTP11Connection(HTTP11Connection):
         return True
 
     def _send_request_headers(self, request: httpcore.Request) -> None:
-        in_flight = _current.in_flight = _RequestInFlight(self)
+        in_flight = _local.in_flight = _RequestInFlight(self)
         _attach_to_current_scope(in_flight.cancel)
         super()._send_request_headers(request)
 

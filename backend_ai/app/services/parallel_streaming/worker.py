@@ -19,6 +19,7 @@ from typing import Any, cast
 import httpx
 import openai
 
+from backend_ai.app.services.parallel_streaming.cancel import CancelScope
 from backend_ai.app.services.parallel_streaming.channel import RunChannel
 from backend_ai.app.services.parallel_streaming.config import RunOptions, StreamConfig
 from backend_ai.app.services.parallel_streaming.events import (
@@ -30,7 +31,7 @@ from backend_ai.app.services.parallel_streaming.events import (
     TokenUsage,
 )
 from backend_ai.app.services.parallel_streaming.rate_limit import retry_wait_s
-from backend_ai.app.services.parallel_streaming.transport import CancelScope, shutdown_response
+from backend_ai.app.services.parallel_streaming.transport import shutdown_response
 from backend_ai.app.services.parallel_streaming.upstream import (
     SSEDataParser,
     redacted_traceback,
