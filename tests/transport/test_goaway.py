@@ -1,10 +1,11 @@
 """Regression: a graceful GOAWAY must let the streams it covers finish (RFC 9113 §6.8).
 
 A client that fails every stream still open on a connection once the server sends GOAWAY, even
-with NO_ERROR, breaks on what — which nginx does after 1,000 requests per connection and every server does on a
-graceful restart. The simulator (hypercorn, python-h2) cannot send a graceful GOAWAY and keep
-streaming, so this test serves HTTP/2 by hand: two streams get half their body, then GOAWAY
-(NO_ERROR, covering both), then the rest; a request made afterwards must go to a new connection.
+with NO_ERROR, loses work whenever a server sheds connections gracefully — nginx does after
+1,000 requests per connection, every server does on a graceful restart. The simulator
+(hypercorn, python-h2) cannot send a graceful GOAWAY and keep streaming, so this test serves
+HTTP/2 by hand: two streams get half their body, then GOAWAY (NO_ERROR, covering both), then
+the rest; a request made afterwards must go to a new connection.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-
 from hyperframe.frame import GoAwayFrame
 
 from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
