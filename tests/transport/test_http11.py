@@ -16,16 +16,20 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import h11
 import httpx
+import openai
 import pytest
 
 from backend_ai.app.services.parallel_streaming.cancel import CancelScope
 from backend_ai.app.services.parallel_streaming.http11 import (
     ConnectionNotAvailable,
     HTTP11Connection,
-    Origin,
+    IdleConnections,
+    ReleaseCallback,
+    url_origin_key,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -33,47 +37,56 @@ pytestmark = pytest.mark.timeout(30)
 WATCHDOG_S = 10.0
 
 
+class Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> Origin:
+        return cls(*url_origin_key(url))
+
+
 class _TinyPool(httpx.BaseTransport):
-    """Just enough pool to exercise the connection's contract with its owner."""
+    """Just enough pool to exercise the connection's contract with its owner: it opens a
+    connection when ``IdleConnections`` has none fit for the request."""
 
     def __init__(
-        self, *, ssl_context: ssl.SSLContext | None = None, keepalive_expiry: float | None = None
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive_expiry: float | None = None,
+        max_idle: int = 10,
     ) -> None:
         self._ssl_context = ssl_context
         self._keepalive_expiry = keepalive_expiry
-        self.idle: list[HTTP11Connection] = []
+        self.discarded: list[HTTP11Connection] = []
+        self.idle = IdleConnections(max_idle=max_idle, on_close=self.discarded.append)
         self.released: list[bool] = []
-        self.opened = 0
-        self.discarded = 0
+        self.opened: list[HTTP11Connection] = []
 
     def connection(self, origin: Origin) -> HTTP11Connection:
-        while self.idle:
-            connection = self.idle.pop()
-            if connection.has_expired() or connection.is_stale():
-                connection.close()
-                self.discarded += 1
-                continue
-            return connection
+        kept = self.idle.take(origin)
+        if kept is not None:
+            return kept
         sock = socket.create_connection((origin.host, origin.port), timeout=WATCHDOG_S)
         if self._ssl_context is not None:
             sock = self._ssl_context.wrap_socket(sock, server_hostname=origin.host)
-        self.opened += 1
-        return HTTP11Connection(
+        connection = HTTP11Connection(
             sock, origin, keepalive_expiry=self._keepalive_expiry, on_release=self._release
         )
+        self.opened.append(connection)
+        return connection
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         return self.connection(Origin.of(request.url)).handle_request(request)
 
     def _release(self, connection: HTTP11Connection, reusable: bool) -> None:
         self.released.append(reusable)
-        if reusable:
-            self.idle.append(connection)
+        self.idle.put(connection, reusable)
 
     def close(self) -> None:
-        for connection in self.idle:
-            connection.close()
-        self.idle = []
+        self.idle.close()
 
 
 def _client(pool: _TinyPool, *, read: float = WATCHDOG_S) -> httpx.Client:
@@ -117,7 +130,7 @@ def test_a_streamed_completion_matches_the_whole_one_and_both_share_one_connecti
             streamed = _streamed_text(response)
     assert whole.status_code == 200
     assert streamed == whole.json()["choices"][0]["message"]["content"] != ""
-    assert pool.opened == 1
+    assert len(pool.opened) == 1
     assert pool.released == [True, True]
     records = simulator.stats()["requests"]
     assert {r["http_version"] for r in records} == {"1.1"}
@@ -151,12 +164,12 @@ def test_tls_with_alpn_http11_streams_and_an_idle_tls_connection_is_not_stale(
         with client.stream("POST", url, json=_completion("tls", stream=True)) as response:
             assert _streamed_text(response)
         # TLS 1.3 session tickets may still sit unread on the socket: not a reason to drop it.
-        (idle,) = pool.idle
+        (idle,) = pool.opened
         assert not idle.is_stale()
         second = client.post(url, json=_completion("tls2", stream=False))
-    assert second.status_code == 200
-    assert pool.opened == 1
-    assert pool.discarded == 0
+        assert second.status_code == 200
+        assert len(pool.opened) == 1
+        assert pool.discarded == []
 
 
 # -- hand-written servers ------------------------------------------------------------------------
@@ -198,9 +211,13 @@ class _Server:
         except BaseException as exc:  # surfaced by the test, not lost in a thread
             self.errors.append(exc)
 
-    def connect(self) -> HTTP11Connection:
+    @property
+    def origin(self) -> Origin:
+        return Origin("http", "127.0.0.1", self.port)
+
+    def connect(self, on_release: ReleaseCallback | None = None) -> HTTP11Connection:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=WATCHDOG_S)
-        return HTTP11Connection(sock, Origin("http", "127.0.0.1", self.port))
+        return HTTP11Connection(sock, self.origin, on_release=on_release)
 
     def close(self) -> None:
         # A shutdown, not just a close, wakes the threads blocked in accept() or recv().
@@ -276,6 +293,77 @@ def test_keep_alive_one_socket_serves_two_requests(serve) -> None:
     assert pool.released == [True, True]
 
 
+def test_informational_responses_are_skipped_and_a_head_response_has_no_body(serve) -> None:
+    def handler(sock: socket.socket) -> None:
+        assert receive_request(sock) is not None
+        sock.sendall(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        assert receive_request(sock) is not None
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        assert receive_request(sock) is not None
+        respond(sock, b"third")
+        wait_for_eof(sock)
+
+    server = serve(handler)
+    pool = _TinyPool()
+    with _client(pool) as client:
+        assert client.get(server.url).content == b"ok"
+        head = client.head(server.url)
+        assert head.headers["content-length"] == "10"
+        assert head.content == b""
+        assert client.get(server.url).content == b"third"
+    assert server.accepted == 1
+    assert pool.released == [True, True, True]
+
+
+def test_idle_connections_hand_out_the_most_recent_of_an_origin_and_keep_at_most_max_idle(
+    serve,
+) -> None:
+    def handler(sock: socket.socket) -> None:
+        while (received := receive_request(sock)) is not None:
+            respond(sock, received[0].target)
+
+    server = serve(handler)
+    closed: list[HTTP11Connection] = []
+    idle = IdleConnections(max_idle=2, on_close=closed.append)
+    connections = [server.connect(on_release=idle.put) for _ in range(3)]
+    for connection in connections:
+        connection.handle_request(httpx.Request("GET", server.url)).read()
+    first, second, third = connections
+    assert closed == [first]
+    assert first.is_closed()
+    assert idle.take(Origin("http", "127.0.0.1", server.port + 1)) is None
+    assert idle.take(server.origin) is third
+    assert idle.take(server.origin) is second
+    assert idle.take(server.origin) is None
+    idle.close()
+    third.handle_request(httpx.Request("GET", server.url)).read()
+    assert closed == [first, third], "released after close(): closed, not kept"
+    second.close()
+
+
+def test_the_openai_sdk_streams_over_http11(simulator) -> None:
+    pool = _TinyPool()
+    with _client(pool) as http_client:
+        client = openai.OpenAI(
+            base_url=simulator.base_url, api_key="sk-test-http11", http_client=http_client
+        )
+        stream = client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "p"}],
+            stream=True,
+            extra_body={"sim": {"ttft_ms": 0, "itl_ms": 1, "tokens": 30, "tag": "sdk"}},
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert len(text) > 0
+    assert pool.released == [True]
+    stats = simulator.wait_for_stats(lambda s: s["streams_completed"] == 1, records=True)
+    (record,) = stats["requests"]
+    assert (record["http_version"], record["outcome"]) == ("1.1", "completed")
+
+
 def test_a_kept_alive_connection_the_server_closed_is_stale_and_replaced(serve) -> None:
     closed = threading.Event()
 
@@ -291,14 +379,14 @@ def test_a_kept_alive_connection_the_server_closed_is_stale_and_replaced(serve) 
     with _client(pool) as client:
         assert client.get(server.url).content == b"once"
         assert closed.wait(WATCHDOG_S)
-        (idle,) = pool.idle
+        (idle,) = pool.opened
         deadline = time.monotonic() + WATCHDOG_S
         while not idle.is_stale():  # the FIN may take a moment to arrive
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert client.get(server.url).content == b"once"
+        assert pool.discarded == [idle]
     assert server.accepted == 2
-    assert pool.discarded == 1
 
 
 def test_an_idle_connection_is_not_stale_and_expires_after_the_keepalive_expiry(serve) -> None:
@@ -311,7 +399,7 @@ def test_an_idle_connection_is_not_stale_and_expires_after_the_keepalive_expiry(
     pool = _TinyPool(keepalive_expiry=60.0)
     with _client(pool) as client:
         client.get(server.url)
-        (idle,) = pool.idle
+        (idle,) = pool.opened
         assert idle.is_idle()
         assert not idle.is_stale()
         assert not idle.has_expired()
@@ -461,7 +549,7 @@ def test_a_connection_serves_one_request_at_a_time(serve) -> None:
     response.read()
     response.close()
     assert connection.is_idle()
-    with pytest.raises(ConnectionNotAvailable, match="serves"):
+    with pytest.raises(ConnectionNotAvailable, match="does not serve"):
         connection.handle_request(httpx.Request("GET", "http://elsewhere.invalid/"))
     connection.close()
     connection.close()

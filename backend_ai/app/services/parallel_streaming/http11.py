@@ -39,14 +39,22 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import h11
 import httpx
 
 from backend_ai.app.services.parallel_streaming.cancel import register_cancel
 
-__all__ = ["ConnectionNotAvailable", "HTTP11Connection", "Origin", "ReleaseCallback"]
+__all__ = [
+    "ConnectionNotAvailable",
+    "HTTP11Connection",
+    "IdleConnections",
+    "OriginLike",
+    "ReleaseCallback",
+    "origin_key",
+    "url_origin_key",
+]
 
 #: Told once per request whether the connection may serve another one (``True``) or was closed.
 ReleaseCallback = Callable[["HTTP11Connection", bool], None]
@@ -56,20 +64,25 @@ _READ_SIZE = 64 * 1024
 _MAX_HEAD_BYTES = 100 * 1024
 
 
-class Origin(NamedTuple):
-    """Scheme, host and port a connection talks to; requests for other origins are refused."""
+class OriginLike(Protocol):
+    """What a connection needs to know of its origin (the pool's ``Origin`` fits)."""
 
-    scheme: str
-    host: str
-    port: int
+    @property
+    def scheme(self) -> str: ...
 
-    @classmethod
-    def of(cls, url: httpx.URL) -> Origin:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        return cls(url.scheme, url.host, port)
+    @property
+    def host(self) -> str: ...
 
-    def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+    @property
+    def port(self) -> int: ...
+
+
+def origin_key(origin: OriginLike) -> tuple[str, str, int]:
+    return (origin.scheme, origin.host, origin.port)
+
+
+def url_origin_key(url: httpx.URL) -> tuple[str, str, int]:
+    return (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
 
 
 class ConnectionNotAvailable(httpx.ConnectError):
@@ -103,7 +116,7 @@ class HTTP11Connection:
     def __init__(
         self,
         sock: socket.socket,
-        origin: Origin,
+        origin: OriginLike,
         *,
         keepalive_expiry: float | None = None,
         on_release: ReleaseCallback | None = None,
@@ -111,6 +124,7 @@ class HTTP11Connection:
     ) -> None:
         self._sock = sock
         self.origin = origin
+        self.origin_key = origin_key(origin)
         self._keepalive_expiry = keepalive_expiry
         self._on_release = on_release
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
@@ -123,11 +137,12 @@ class HTTP11Connection:
         self.requests = 0
 
     def __repr__(self) -> str:
-        return f"<HTTP11Connection {self.origin} {self._state.value} requests={self.requests}>"
+        scheme, host, port = self.origin_key
+        return f"<HTTP11Connection {scheme}://{host}:{port} {self._state.value} #{self.requests}>"
 
     # -- what the pool asks ------------------------------------------------------------------------
     def can_handle(self, url: httpx.URL) -> bool:
-        return Origin.of(url) == self.origin
+        return url_origin_key(url) == self.origin_key
 
     def is_idle(self) -> bool:
         return self._state is _State.IDLE
@@ -200,7 +215,7 @@ class HTTP11Connection:
         """
         if not self.can_handle(request.url):
             raise ConnectionNotAvailable(
-                f"this connection serves {self.origin}, not {Origin.of(request.url)}",
+                f"{self!r} does not serve {request.url.scheme}://{request.url.netloc.decode()}",
                 request=request,
             )
         in_flight = object()
@@ -403,6 +418,87 @@ class HTTP11Connection:
                 self._sock.close()
         if self._on_release is not None:
             self._on_release(self, reusable)
+
+
+class IdleConnections:
+    """HTTP/1.1 connections kept alive between requests, per origin: the keep-alive half of a
+    pool (the transport's pool bounds how many connections are open).
+
+    Give ``put`` to every connection as its ``on_release``. ``take`` returns the most recently
+    used idle connection of an origin that is still fit to carry a request — within its
+    keep-alive expiry and not closed by the server meanwhile — and closes the unfit ones it
+    meets. At most ``max_idle`` connections wait; the one idle the longest makes room.
+    ``on_close`` hears of every connection this store closes, for the pool's count.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_idle: int,
+        on_close: Callable[[HTTP11Connection], None] | None = None,
+    ) -> None:
+        self._max_idle = max_idle
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._idle: list[HTTP11Connection] = []  # least recently used first
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def take(self, origin: OriginLike) -> HTTP11Connection | None:
+        key = origin_key(origin)
+        unfit: list[HTTP11Connection] = []
+        found = None
+        with self._lock:
+            for connection in reversed(self._idle):
+                if connection.origin_key != key:
+                    continue
+                if connection.has_expired() or connection.is_stale():
+                    unfit.append(connection)
+                    continue
+                found = connection
+                break
+            for connection in unfit:
+                self._idle.remove(connection)
+            if found is not None:
+                self._idle.remove(found)
+        self._discard(unfit)
+        return found
+
+    def put(self, connection: HTTP11Connection, reusable: bool) -> None:
+        """Keep ``connection`` for a later request if ``reusable``; an ``on_release`` callback."""
+        if not reusable:
+            return
+        evicted: list[HTTP11Connection] = []
+        with self._lock:
+            if self._closed:
+                evicted.append(connection)
+            else:
+                self._idle.append(connection)
+                while len(self._idle) > self._max_idle:
+                    evicted.append(self._idle.pop(0))
+        self._discard(evicted)
+
+    def prune(self) -> None:
+        """Close the connections past their keep-alive expiry or closed by the server."""
+        with self._lock:
+            unfit = [c for c in self._idle if c.has_expired() or c.is_stale()]
+            self._idle = [c for c in self._idle if c not in unfit]
+        self._discard(unfit)
+
+    def close(self) -> None:
+        """Close every idle connection; connections released later are closed too."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        self._discard(idle)
+
+    def _discard(self, connections: list[HTTP11Connection]) -> None:
+        for connection in connections:
+            connection.close()
+            if self._on_close is not None:
+                self._on_close(connection)
 
 
 def _readable_now(sock: socket.socket) -> bool:
