@@ -671,3 +671,35 @@ def test_closing_a_connection_in_use_wakes_its_reader(serve) -> None:
     closer.join(WATCHDOG_S)
     assert connection.is_closed()
     assert stalling.eof_seen.wait(WATCHDOG_S)
+
+
+def test_a_cancel_wakes_a_tls_stream_mid_body_and_the_server_sees_the_disconnect(
+    simulator_tls,
+) -> None:
+    """On TLS the cancel shuts the socket under the TLS layer while another thread reads it."""
+    context = simulator_tls.ssl_context()
+    context.set_alpn_protocols(["http/1.1"])
+    pool = _TinyPool(ssl_context=context)
+    url = f"{simulator_tls.base_url}/chat/completions"
+    body = _completion("cancel-tls", stream=True, itl_ms=3000, tokens=5)
+    scope = CancelScope()
+    cancelled_at: list[float] = []
+
+    def cancel() -> None:
+        cancelled_at.append(time.monotonic())
+        scope.cancel()
+
+    with _client(pool, read=60.0) as client, scope:
+        with client.stream("POST", url, json=body) as response:
+            reads = response.iter_raw()
+            next(reads)
+            canceller = threading.Timer(0.3, cancel)  # the next token is 3 s away
+            canceller.start()
+            with pytest.raises(httpx.ReadError, match="cancelled"):
+                _ = list(reads)
+            woke_after = time.monotonic() - cancelled_at[0]
+        canceller.join(WATCHDOG_S)
+    assert woke_after < 1.5, "the cancel, not the next token 3 s later, ended the read"
+    stats = simulator_tls.wait_for_stats(lambda s: len(s["disconnects"]) == 1, timeout=10)
+    assert stats["disconnects"][0]["tag"] == "cancel-tls"
+    assert pool.released == [False]

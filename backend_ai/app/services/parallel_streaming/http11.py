@@ -20,7 +20,7 @@ How a request flows:
    sides of ``h11`` are ``DONE``, it starts the next cycle and tells the owner "reusable";
    otherwise (closed early, an error, ``Connection: close``, a cancel) it closes the socket and
    tells the owner "not reusable". The owner learns this through ``on_release``, called once
-   per request, also when ``handle_request`` raises.
+   for every request that claimed the connection, also when ``handle_request`` raised.
 
 Cancellation shuts the socket down (``SHUT_RDWR``), which wakes a read or write blocked in the
 request's thread; it is armed only while that request owns the connection, so a late cancel
