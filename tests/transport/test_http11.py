@@ -535,6 +535,22 @@ def test_a_request_body_is_uploaded(serve, streamed: bool) -> None:
     assert pool.released == [True]
 
 
+def test_a_write_timeout_when_the_server_stops_reading_an_upload(serve) -> None:
+    test_done = threading.Event()
+
+    def handler(sock: socket.socket) -> None:
+        sock.recv(1024)  # the head arrives; the body never gets read
+        test_done.wait(WATCHDOG_S)
+
+    server = serve(handler)
+    pool = _TinyPool()
+    client = httpx.Client(transport=pool, timeout=httpx.Timeout(WATCHDOG_S, write=0.2))
+    with client, pytest.raises(httpx.WriteTimeout):
+        client.post(server.url, content=b"x" * 64_000_000)  # far beyond the socket buffers
+    test_done.set()
+    assert pool.released == [False]
+
+
 def test_a_connection_serves_one_request_at_a_time(serve) -> None:
     def handler(sock: socket.socket) -> None:
         assert receive_request(sock) is not None
