@@ -1,10 +1,12 @@
-"""The pool of upstream HTTP/2 connections, per origin, and the housekeeper that keeps them.
+"""The pool of upstream connections, per origin, and the housekeeper that keeps them.
 
 A request takes a stream on an open connection of its origin that has room (the server's
 ``MAX_CONCURRENT_STREAMS``, which may change at any time); when none has, it opens a new
 connection up to ``max_connections``, or waits until a stream ends or a connection goes.
 While a connection is being opened, other requests for that origin wait for it rather than
-each opening their own: HTTP/2 carries them all.
+each opening their own: HTTP/2 carries them all. HTTP/1.1 connections (``http11.py``) carry
+one request at a time; idle ones wait in ``IdleConnections`` for the next request of their
+origin. Both kinds count against ``max_connections``.
 
 One housekeeper thread per pool wakes a few times a second: it pings connections that heard
 nothing for a while and closes those whose PING goes unanswered (a dead peer otherwise looks
@@ -27,6 +29,7 @@ from backend_ai.app.services.parallel_streaming.http2 import (
     Http2Stream,
     RequestCancelled,
 )
+from backend_ai.app.services.parallel_streaming.http11 import HTTP11Connection, IdleConnections
 from backend_ai.app.services.parallel_streaming.sockets import OpenedSocket, Origin, open_socket
 
 __all__ = ["ConnectionPool"]
@@ -60,6 +63,10 @@ class ConnectionPool:
         self._connections: dict[Origin, list[Http2Connection]] = {}
         self._connecting: set[Origin] = set()
         self._opening = 0
+        self._http11_open = 0
+        self._idle11 = IdleConnections(
+            max_idle=max_keepalive_connections, on_close=self._http11_closed
+        )
         self._closed = False
         self._housekeeper: threading.Thread | None = None
         self._stop = threading.Event()
@@ -116,6 +123,7 @@ class ConnectionPool:
             with self._changed:
                 self._connecting.discard(origin)
                 self._opening -= 1
+                self._http11_open += 1  # handed to ``http11_connection`` next
                 self._changed.notify_all()
             return opened
         connection = Http2Connection(
@@ -144,7 +152,69 @@ class ConnectionPool:
         return stream
 
     def _count(self) -> int:
-        return self._opening + sum(len(c) for c in self._connections.values())
+        return self._opening + self._http11_open + sum(len(c) for c in self._connections.values())
+
+    # -- HTTP/1.1 ------------------------------------------------------------------------
+
+    def http11_connection(
+        self,
+        origin: Origin,
+        *,
+        connect_timeout_s: float | None,
+        pool_timeout_s: float | None,
+        is_cancelled: Callable[[], bool],
+        opened: OpenedSocket | None = None,
+    ) -> HTTP11Connection:
+        """An idle keep-alive connection to ``origin``, or a new one (``opened``, when the
+        caller already connected and learned that the server speaks only HTTP/1.1)."""
+        if opened is None:
+            deadline = None if pool_timeout_s is None else time.monotonic() + pool_timeout_s
+            with self._changed:
+                while True:
+                    if self._closed:
+                        raise httpx.ConnectError("the connection pool is closed")
+                    if is_cancelled():
+                        raise RequestCancelled("the request was cancelled")
+                    idle = self._idle11.take(origin)
+                    if idle is not None:
+                        return idle
+                    if self._count() < self.max_connections:
+                        self._http11_open += 1
+                        break
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise httpx.PoolTimeout("no upstream connection became free in time")
+                    self._changed.wait(0.5 if remaining is None else min(remaining, 0.5))
+            try:
+                opened = open_socket(
+                    origin,
+                    ssl_context=self._ssl_context,
+                    http2=False,
+                    http2_prior_knowledge=False,
+                    timeout_s=connect_timeout_s,
+                )
+            except BaseException:
+                self._http11_closed(None)
+                raise
+        return HTTP11Connection(
+            opened.sock,
+            origin,
+            keepalive_expiry=self._keepalive_expiry_s,
+            on_release=self._http11_released,
+        )
+
+    def _http11_released(self, connection: HTTP11Connection, reusable: bool) -> None:
+        if reusable and not self._closed:
+            self._idle11.put(connection, reusable)  # closes it (and counts) if it has no room
+        else:
+            connection.close()
+            self._http11_closed(connection)
+        self._notify()
+
+    def _http11_closed(self, connection: HTTP11Connection | None) -> None:
+        with self._changed:
+            self._http11_open -= 1
+            self._changed.notify_all()
 
     def _notify(self) -> None:
         """A connection's capacity or state changed: waiting requests look again."""
@@ -171,6 +241,7 @@ class ConnectionPool:
             for connection in connections:
                 connection.housekeep(now)
             self._prune(now)
+            self._idle11.prune()
 
     def _prune(self, now: float) -> None:
         """Drop failed connections, drained ones, and idle ones past their keep-alive."""
@@ -215,6 +286,7 @@ class ConnectionPool:
             self._connections.clear()
             self._changed.notify_all()
         self._stop.set()
+        self._idle11.close()
         for connection in connections:
             connection.close()
         if self._housekeeper is not None and self._housekeeper is not threading.current_thread():

@@ -10,8 +10,8 @@ run. It is built on the public API of ``h2`` (``http2.py``: one reader thread pe
 and of ``httpx`` (this module), and plugs into ``CancelScope`` through ``register_cancel``.
 
 Which protocol: HTTP/2 over TLS when the server picks ``h2`` in ALPN, h2c over ``http://`` with
-prior knowledge; HTTP/1.1 otherwise, through httpx's own ``HTTPTransport`` (one request per
-connection at a time; a cancel shuts its socket down — see ``shutdown_response``).
+prior knowledge; HTTP/1.1 otherwise (``http11.py``: one request per connection at a time,
+keep-alive; a cancel shuts its socket down, which wakes the blocked read).
 
 A request the server provably never processed (``REFUSED_STREAM`` before any response, or a
 stream above a graceful GOAWAY's last stream id) is sent again on another connection, as
@@ -36,7 +36,8 @@ from backend_ai.app.services.parallel_streaming.http2 import (
     Http2Stream,
     StreamRefused,
 )
-from backend_ai.app.services.parallel_streaming.sockets import Origin, tls_context
+from backend_ai.app.services.parallel_streaming.http11 import ConnectionNotAvailable
+from backend_ai.app.services.parallel_streaming.sockets import OpenedSocket, Origin, tls_context
 
 __all__ = ["UPSTREAM_STREAM", "CancelScope", "UpstreamTransport", "shutdown_response"]
 
@@ -82,7 +83,7 @@ class _PendingRequest:
 
 
 class UpstreamTransport(httpx.BaseTransport):
-    """HTTP/2 on our connection pool, HTTP/1.1 on httpx's transport; see the module docstring."""
+    """HTTP/2 and HTTP/1.1 on our connection pool; see the module docstring."""
 
     def __init__(
         self,
@@ -113,28 +114,18 @@ class UpstreamTransport(httpx.BaseTransport):
                 write_timeout_s=write_timeout_s,
             ),
         )
-        self._http11 = httpx.HTTPTransport(
-            verify=context,
-            http1=True,
-            http2=False,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-                keepalive_expiry=keepalive_expiry_s,
-            ),
-        )
         self._http11_origins: set[Origin] = set()
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         origin = Origin.of(request.url)
-        if not self._speaks_http2(origin):
-            return self._http11.handle_request(request)
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        body = request.read()
-        headers = _request_headers(request, origin)
         pending = _PendingRequest(self.pool)
         register_cancel(pending.cancel)
+        if not self._speaks_http2(origin):
+            return self._http11_request(request, origin, timeouts, pending)
+        body = request.read()
+        headers = _request_headers(request, origin)
         for attempt in range(_ATTEMPTS):
             opened = self.pool.open_stream(
                 origin,
@@ -146,11 +137,9 @@ class UpstreamTransport(httpx.BaseTransport):
             )
             if not isinstance(opened, Http2Stream):
                 # The server does not speak HTTP/2 (ALPN): remember, and use HTTP/1.1.
-                with contextlib.suppress(OSError):
-                    opened.sock.close()
                 with self._lock:
                     self._http11_origins.add(origin)
-                return self._http11.handle_request(request)
+                return self._http11_request(request, origin, timeouts, pending, opened)
             stream = opened
             stream.read_timeout_s = timeouts.get("read")
             register_cancel(stream.cancel)
@@ -175,6 +164,27 @@ class UpstreamTransport(httpx.BaseTransport):
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _http11_request(
+        self,
+        request: httpx.Request,
+        origin: Origin,
+        timeouts: dict[str, float | None],
+        pending: _PendingRequest,
+        opened: OpenedSocket | None = None,
+    ) -> httpx.Response:
+        while True:
+            connection = self.pool.http11_connection(
+                origin,
+                connect_timeout_s=timeouts.get("connect"),
+                pool_timeout_s=timeouts.get("pool"),
+                is_cancelled=lambda: pending.cancelled,
+                opened=opened,
+            )
+            try:
+                return connection.handle_request(request)
+            except ConnectionNotAvailable:
+                opened = None  # closed by the server while idle: take another
+
     def _speaks_http2(self, origin: Origin) -> bool:
         if not self.http2:
             return False
@@ -184,7 +194,6 @@ class UpstreamTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.pool.close()
-        self._http11.close()
 
 
 def _request_headers(request: httpx.Request, origin: Origin) -> list[tuple[bytes, bytes]]:
