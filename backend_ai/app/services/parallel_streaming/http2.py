@@ -73,7 +73,7 @@ _GOAWAY = 0x7
 _FRAME_HEADER = 9
 
 
-class StreamRefused(Exception):
+class StreamRefused(httpx.TransportError):
     """The server did not process this request (REFUSED_STREAM, or above a GOAWAY's last
     stream id): it may be sent again on another connection."""
 
@@ -107,8 +107,9 @@ class StreamSink(Protocol):
     def on_error(self, error: BaseException) -> None:
         """The stream failed (reset, connection error, timeout, cancel)."""
 
-    def check(self, now: float) -> None:
-        """Periodic check from the pool's housekeeper (backpressure deadlines)."""
+    def check(self, now: float) -> bool:
+        """Periodic check from the pool's housekeeper (backpressure deadlines); True while the
+        sink holds data back, so the upstream's silence is not a read timeout."""
 
 
 class Http2Stream:
@@ -256,7 +257,9 @@ class Http2Stream:
         sink = self._sink
         if sink is None or self.finished:
             return
-        sink.check(now)
+        if sink.check(now):
+            self.last_data_at = now
+            return
         timeout = self.read_timeout_s
         if timeout is not None and now - self.last_data_at >= timeout:
             self.connection._reset(self, h2.errors.ErrorCodes.CANCEL)
