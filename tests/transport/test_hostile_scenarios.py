@@ -24,9 +24,6 @@ with exactly the text the server sent for it) and then for what the scenario add
 | TCP connection dropped mid-stream | every section errors, none done |
 | peer silent (PING unanswered), long read timeout | every section errors within 20 s |
 | DATA on a stream already closed | clean code; done only with exact text |
-
-Scenarios the transport of today's tree fails are marked ``xfail`` (not strict) until the
-transport built on h2's public API carries them.
 """
 
 from __future__ import annotations
@@ -59,7 +56,6 @@ from hostile_server import (
 
 RUNNER = Path(__file__).with_name("hostile_runner.py")
 SECTIONS = ["summary", "symbols", "advice"]
-NEEDS_NEW_TRANSPORT = pytest.mark.xfail(strict=False, reason="needs the h2-public-API transport")
 #: A run against a well-behaved upstream ends well within this; a hung one never does.
 RUN_TIMEOUT_S = 15.0
 
@@ -143,8 +139,8 @@ def check_invariants(result: RunResult, server: HostileServer) -> None:
     }
     for name, end in ends.items():
         if end["type"] == "section_done":
-            sent = server.finished_text(prompt_of(name))
-            assert result.text(name) == sent, (
+            sent = server.finished_texts(prompt_of(name))
+            assert result.text(name) in sent, (
                 f"{name} reported done with {result.text(name)!r}, the server sent {sent!r}"
             )
         else:
@@ -202,7 +198,6 @@ def _lower_concurrency(peer: Peer, *, finish: bool) -> None:
     peer.serve_forever()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_lower_max_concurrent_streams_lets_open_streams_finish(hostile) -> None:
     server = serve(hostile, lambda p: _lower_concurrency(p, finish=True))
@@ -212,7 +207,6 @@ def test_lower_max_concurrent_streams_lets_open_streams_finish(hostile) -> None:
         assert result.done() == set(SECTIONS)
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_lower_max_concurrent_streams_then_cancel_from_another_thread_returns(hostile) -> None:
     server = serve(hostile, lambda p: _lower_concurrency(p, finish=False))
@@ -249,7 +243,6 @@ def _connection_error_with_data(peer: Peer, *, frame: str) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("frame", ["window_update", "headers_after_end_stream"])
 def test_connection_error_in_one_read_ends_every_open_stream_and_retires_it(
@@ -258,9 +251,12 @@ def test_connection_error_in_one_read_ends_every_open_stream_and_retires_it(
     server = serve(hostile, lambda p: _connection_error_with_data(p, frame=frame))
     first, second = run_engine(server, [{}, {}])
     check_invariants(first, server)
-    expected_done = {SECTIONS[0]} if frame == "headers_after_end_stream" else set()
-    assert first.done() <= expected_done, "a section was reported done after a connection error"
-    assert set(first.codes()) >= set(SECTIONS) - expected_done
+    # Only the stream that ended before the bad frame may be done (which section that is
+    # depends on the order the requests went out), and nothing sent after it may show.
+    at_most_done = 1 if frame == "headers_after_end_stream" else 0
+    assert len(first.done()) <= at_most_done, "a section was reported done after a connection error"
+    assert not any("three" in first.text(name) for name in SECTIONS), "data after the error"
+    assert set(first.codes()) == set(SECTIONS) - first.done()
     check_invariants(second, server)
     assert second.done() == set(SECTIONS)
     assert server.connections == 2, "the next run went to the connection that had failed"
@@ -306,7 +302,6 @@ def _ping_while_upload_waits(peer: Peer) -> None:
                 peer.serve(sid, [f"{request.prompt} one ", f"{request.prompt} two"])
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_cancel_while_the_upload_waits_for_window_under_pings_returns(hostile) -> None:
     server = serve(hostile, _ping_while_upload_waits)
@@ -320,7 +315,6 @@ def test_cancel_while_the_upload_waits_for_window_under_pings_returns(hostile) -
     assert second.done() == set(SECTIONS)
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_an_upload_that_never_gets_window_times_out(hostile) -> None:
     server = serve(hostile, _ping_while_upload_waits)
@@ -349,7 +343,6 @@ def _complete_then_reset(peer: Peer) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_a_complete_response_then_rst_stream_no_error_is_kept(hostile) -> None:
     server = serve(hostile, _complete_then_reset)
@@ -373,17 +366,19 @@ def _goaway_below_delivered_streams(peer: Peer) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_goaway_below_streams_that_delivered_data_fails_them_cleanly(hostile) -> None:
     server = serve(hostile, _goaway_below_delivered_streams)
     (result,) = run_engine(server, [{}])
     check_invariants(result, server)
-    assert result.done() == {SECTIONS[0]}
+    # Which section got stream 1 depends on which worker thread sent its request first.
+    finished = {name for name in SECTIONS if server.finished_texts(prompt_of(name))}
+    assert len(finished) == 1
+    assert result.done() == finished
     codes = result.codes()
-    assert set(codes) == set(SECTIONS[1:])
+    assert set(codes) == set(SECTIONS) - finished
     assert set(codes.values()) <= {"connection_error", "upstream_error"}, codes
-    for name in SECTIONS[1:]:
+    for name in set(SECTIONS) - finished:
         assert result.ends()[name]["chunks"] == 1, "the chunk delivered before GOAWAY counts"
 
 
@@ -420,8 +415,10 @@ def _oversized_headers(peer: Peer) -> None:
         return peer.serve_forever()
     sids = peer.wait_requests(3)
     big = sids[1]
+    # Over 64 KiB; not much more: hpack's pure-Python Huffman coder takes time quadratic in a
+    # value's length (15 s for 300 kB here), which would look like an upstream that never answers.
     peer.conn.send_headers(
-        big, [(":status", "200"), ("content-type", "text/event-stream"), ("x-big", "x" * 300_000)]
+        big, [(":status", "200"), ("content-type", "text/event-stream"), ("x-big", "x" * 100_000)]
     )
     peer.flush()
     for sid in (sids[0], sids[2]):
@@ -429,14 +426,16 @@ def _oversized_headers(peer: Peer) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_an_oversized_header_block_fails_that_section_alone(hostile) -> None:
     server = serve(hostile, _oversized_headers)
     (result,) = run_engine(server, [{}])
     check_invariants(result, server)
-    assert result.done() == {SECTIONS[0], SECTIONS[2]}
-    assert set(result.codes()) == {SECTIONS[1]}
+    # Which section got the oversized headers depends on the order the requests went out.
+    finished = {name for name in SECTIONS if server.finished_texts(prompt_of(name))}
+    assert len(finished) == 2
+    assert result.done() == finished
+    assert set(result.codes()) == set(SECTIONS) - finished
 
 
 def _refuse_one(peer: Peer) -> None:
@@ -450,7 +449,6 @@ def _refuse_one(peer: Peer) -> None:
     peer.serve_forever()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_refused_stream_is_retried(hostile) -> None:
     server = serve(hostile, _refuse_one)
@@ -472,7 +470,7 @@ def _silent_after_first_chunk(peer: Peer) -> None:
     "timer",
     [
         "read_timeout",
-        pytest.param("stall_timeout", marks=NEEDS_NEW_TRANSPORT),
+        "stall_timeout",
     ],
 )
 def test_a_connection_whose_streams_all_timed_out_is_retired(hostile, timer: str) -> None:
@@ -517,7 +515,6 @@ def _unresponsive(peer: Peer) -> None:
     peer.black_hole()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(120)
 def test_an_unanswered_ping_closes_a_dead_connection(hostile) -> None:
     """Read timeout and stall timeout far away: only a PING that gets no answer can tell the
@@ -549,7 +546,6 @@ def _data_on_closed_stream(peer: Peer) -> None:
     peer.serve_forever()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_data_on_a_closed_stream_is_handled_cleanly(hostile) -> None:
     server = serve(hostile, _data_on_closed_stream)

@@ -68,8 +68,15 @@ CONNECTION_WINDOW = 16 * 1024 * 1024
 #: Window is returned in steps of this much (below the 65,535 bytes a stream starts with).
 _STREAM_WINDOW_STEP = 32 * 1024
 _CONNECTION_WINDOW_STEP = 1024 * 1024
-_MAX_HEADER_LIST_SIZE = 64 * 1024
+#: A response whose header section is larger fails alone (its stream is reset) ...
+MAX_RESPONSE_HEADERS = 64 * 1024
+#: ... and one beyond what the HPACK decoder accepts at all ends the connection: its header
+#: compression state can no longer be trusted.
+_MAX_HEADER_LIST_SIZE = 1024 * 1024
 _GOAWAY = 0x7
+#: A stream given up on after this long without data, on a connection that delivered nothing
+#: to any stream for as long, retires the connection (see ``_stream_abandoned``).
+_QUIET_RETIRE_S = 1.0
 _FRAME_HEADER = 9
 
 
@@ -195,6 +202,7 @@ class Http2Stream:
                     raise httpx.RemoteProtocolError("the upstream ended a stream without headers")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    self.connection._stream_abandoned(self)
                     raise httpx.ReadTimeout("the upstream did not answer in time")
                 self._cond.wait(remaining)
             self.delivered = True
@@ -211,6 +219,7 @@ class Http2Stream:
                     return b""
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    self.connection._stream_abandoned(self)
                     raise httpx.ReadTimeout("the upstream sent nothing in time")
                 self._cond.wait(remaining)
             chunks = self._chunks
@@ -242,15 +251,20 @@ class Http2Stream:
             self.connection._open_stream_window(self.stream_id, size)
 
     def cancel(self) -> None:
-        """Reset the stream (``RST_STREAM CANCEL``) from any thread; wakes its reader."""
-        self.connection._reset(self, h2.errors.ErrorCodes.CANCEL)
-        self._fail(RequestCancelled("the request was cancelled"))
+        """Reset the stream (``RST_STREAM CANCEL``) from any thread; wakes whoever waits on it
+        (a reader, an upload waiting for window)."""
+        self._abort(RequestCancelled("the request was cancelled"))
 
     def close(self) -> None:
         """The caller is done: a stream not read to its end is reset."""
         if not self._ended:
-            self.connection._reset(self, h2.errors.ErrorCodes.CANCEL)
-            self._fail(RequestCancelled("the response was closed before its end"))
+            self._abort(RequestCancelled("the response was closed before its end"))
+
+    def _abort(self, error: BaseException) -> None:
+        # The error first: the reset wakes an upload waiting for window, which must see it.
+        self._fail(error)
+        self.connection._reset(self, h2.errors.ErrorCodes.CANCEL)
+        self.connection._stream_abandoned(self)
 
     def check_deadline(self, now: float) -> None:
         """From the housekeeper: a sink-fed stream whose upstream went quiet times out."""
@@ -262,8 +276,7 @@ class Http2Stream:
             return
         timeout = self.read_timeout_s
         if timeout is not None and now - self.last_data_at >= timeout:
-            self.connection._reset(self, h2.errors.ErrorCodes.CANCEL)
-            self._fail(httpx.ReadTimeout("the upstream sent nothing in time"))
+            self._abort(httpx.ReadTimeout("the upstream sent nothing in time"))
 
     @property
     def has_sink(self) -> bool:
@@ -365,6 +378,7 @@ class Http2Connection:
         self._sending_since: float | None = None
         now = time.monotonic()
         self.last_received_at = now
+        self._last_stream_frame_at = now
         self.idle_since: float | None = now
         with self._state_lock:
             self._h2.initiate_connection()
@@ -527,6 +541,18 @@ class Http2Connection:
             self._dirty = True
         self._note_idle_locked()
 
+    def _stream_abandoned(self, stream: Http2Stream) -> None:
+        """A stream was given up on (a timeout, a cancel). If neither it nor any other stream
+        of this connection heard from the server for a while, new requests go elsewhere: a
+        server that answers no stream but keeps the connection (and its PINGs) alive would
+        otherwise take every later request too. Open streams go on."""
+        now = time.monotonic()
+        quiet = now - max(self._last_stream_frame_at, stream.last_data_at)
+        if quiet >= _QUIET_RETIRE_S and not self._draining:
+            with self._state_lock:
+                self._draining = True
+            self._on_change()
+
     def _forget_if_done_locked(self, stream: Http2Stream) -> None:
         done = stream._ended and stream.request_sent
         if done and self._streams.pop(stream.stream_id, None) is not None:
@@ -590,6 +616,7 @@ class Http2Connection:
         opened = 0
         for event in events:
             if isinstance(event, h2.events.DataReceived):
+                self._last_stream_frame_at = self.last_received_at
                 size = event.flow_controlled_length or 0
                 opened += size
                 stream = streams.get(event.stream_id)
@@ -607,6 +634,7 @@ class Http2Connection:
                         self._forget_if_done_locked(stream)
                     self._on_change()
             elif isinstance(event, h2.events.ResponseReceived):
+                self._last_stream_frame_at = self.last_received_at
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     self._on_response(stream, event.headers)
@@ -631,12 +659,22 @@ class Http2Connection:
 
     def _on_response(self, stream: Http2Stream, headers: list[tuple[bytes, bytes]]) -> None:
         status = 0
+        size = 0
         fields: list[tuple[bytes, bytes]] = []
         for name, value in headers:
+            size += len(name) + len(value) + 32  # as SETTINGS_MAX_HEADER_LIST_SIZE counts
             if name == b":status":
                 status = int(value)
             elif not name.startswith(b":"):
                 fields.append((name, value))
+        if size > MAX_RESPONSE_HEADERS:
+            stream._abort(
+                httpx.RemoteProtocolError(
+                    f"the upstream sent {size} bytes of response headers "
+                    f"(at most {MAX_RESPONSE_HEADERS} accepted)"
+                )
+            )
+            return
         stream._on_headers(status, fields)
 
     def _on_stream_reset(self, stream_id: int, code: int) -> None:

@@ -83,9 +83,9 @@ class PoolSettings:
     #: Speak HTTP/2 on cleartext ``http://`` URLs without negotiation (h2c prior knowledge).
     http2_prior_knowledge: bool = False
     #: An HTTP/2 connection that heard nothing for this long is sent a PING ...
-    ping_interval_s: float = 10.0
+    ping_interval_s: float = 5.0
     #: ... and closed, failing its streams, when the answer takes longer than this.
-    ping_timeout_s: float = 10.0
+    ping_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("max_keepalive_connections", "max_connections"):

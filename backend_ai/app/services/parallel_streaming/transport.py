@@ -74,12 +74,12 @@ class _PendingRequest:
     """Lets a cancel wake a request still waiting for a connection."""
 
     def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
+        self._connection_pool = pool
         self.cancelled = False
 
     def cancel(self) -> None:
         self.cancelled = True
-        self._pool.wake()
+        self._connection_pool.wake()
 
 
 class UpstreamTransport(httpx.BaseTransport):
@@ -94,8 +94,8 @@ class UpstreamTransport(httpx.BaseTransport):
         max_connections: int = 20,
         max_keepalive_connections: int = 10,
         keepalive_expiry_s: float = 30.0,
-        ping_interval_s: float = 10.0,
-        ping_timeout_s: float = 10.0,
+        ping_interval_s: float = 5.0,
+        ping_timeout_s: float = 5.0,
         write_timeout_s: float = 60.0,
     ) -> None:
         self.http2 = http2
