@@ -54,8 +54,8 @@ __all__ = [
 #: Largest value a flow-control window may reach (RFC 9113 §6.9.1).
 MAX_WINDOW = 2**31 - 1
 
-#: The scenario prompts start ``section <name>`` (``hostile_runner.prompt_of``), maybe padded.
-_PROMPT = re.compile(rb'"content":\s*"(section [a-z]+)')
+#: Scenario prompts start ``section <name> r<run>`` (``hostile_runner.prompt_of``), maybe padded.
+_PROMPT = re.compile(rb'"content":\s*"(section [a-z]+ r[0-9]+)')
 
 Script = Callable[["Peer"], None]
 
@@ -130,8 +130,8 @@ class Request:
 
     @property
     def prompt(self) -> str | None:
-        """The ``section <name>`` a scenario prompt starts with; found in the part of the body
-        received so far, so it is known while an upload still waits for window."""
+        """The ``section <name> r<run>`` a scenario prompt starts with; found in the part of the
+        body received so far, so it is known while an upload still waits for window."""
         match = _PROMPT.search(self.body)
         return match.group(1).decode() if match else None
 

@@ -143,7 +143,7 @@ def check_invariants(result: RunResult, server: HostileServer) -> None:
     }
     for name, end in ends.items():
         if end["type"] == "section_done":
-            sent = server.finished_text(prompt_of(name))
+            sent = server.finished_text(prompt_of(name, result.raw["run"]))
             assert result.text(name) == sent, (
                 f"{name} reported done with {result.text(name)!r}, the server sent {sent!r}"
             )
@@ -549,7 +549,6 @@ def _data_on_closed_stream(peer: Peer) -> None:
     peer.serve_forever()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_data_on_a_closed_stream_is_handled_cleanly(hostile) -> None:
     server = serve(hostile, _data_on_closed_stream)
