@@ -265,6 +265,10 @@ class Peer:
         assert prompt is not None, f"stream {stream_id} has no complete request body"
         return prompt
 
+    def section(self, stream_id: int) -> str:
+        """The section name in a scenario prompt (``section <name> r<run>``)."""
+        return self.prompt(stream_id).split(" ")[1]
+
     # -- writing -------------------------------------------------------------------------------
 
     def flush(self, extra: bytes = b"") -> None:
@@ -369,6 +373,9 @@ class HostileServer:
         self.peers: list[Peer] = []
         self.errors: list[BaseException] = []
         self.timeouts: list[ScriptTimeout] = []
+        #: What a script tells its test, e.g. which section got the odd stream (stream ids are
+        #: handed out in the order the client's threads open them, not in section order).
+        self.notes: dict[str, str] = {}
         self.stopping = False
         self._lock = threading.Lock()
         self._requested: dict[str, int] = {}
