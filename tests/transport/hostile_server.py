@@ -379,7 +379,7 @@ class HostileServer:
         self.stopping = False
         self._lock = threading.Lock()
         self._requested: dict[str, int] = {}
-        self._finished: dict[str, str] = {}
+        self._finished: dict[str, list[str]] = {}
         self._threads: list[threading.Thread] = []
         self._accepted = 0
         self._accepting = threading.Thread(target=self._accept, daemon=True)
@@ -397,7 +397,13 @@ class HostileServer:
     def finished_text(self, prompt: str) -> str | None:
         """The full text of the last response for ``prompt`` the server ended with END_STREAM."""
         with self._lock:
-            return self._finished.get(prompt)
+            texts = self._finished.get(prompt)
+            return texts[-1] if texts else None
+
+    def finished_texts(self, prompt: str) -> list[str]:
+        """The full text of every response for ``prompt`` the server ended with END_STREAM."""
+        with self._lock:
+            return list(self._finished.get(prompt, ()))
 
     def note_request(self, prompt: str) -> None:
         with self._lock:
@@ -406,7 +412,7 @@ class HostileServer:
     def note_finished(self, prompt: str | None, text: str) -> None:
         if prompt is not None:
             with self._lock:
-                self._finished[prompt] = text
+                self._finished.setdefault(prompt, []).append(text)
 
     def _accept(self) -> None:
         while True:
