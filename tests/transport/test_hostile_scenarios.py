@@ -24,6 +24,9 @@ with exactly the text the server sent for it) and then for what the scenario add
 | TCP connection dropped mid-stream | every section errors, none done |
 | peer silent (PING unanswered), long read timeout | every section errors within 20 s |
 | DATA on a stream already closed | clean code; done only with exact text |
+
+Scenarios the transport of today's tree fails are marked ``xfail`` (not strict) until the
+transport built on h2's public API carries them.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from hostile_server import (
 
 RUNNER = Path(__file__).with_name("hostile_runner.py")
 SECTIONS = ["summary", "symbols", "advice"]
+NEEDS_NEW_TRANSPORT = pytest.mark.xfail(strict=False, reason="needs the h2-public-API transport")
 #: A run against a well-behaved upstream ends well within this; a hung one never does.
 RUN_TIMEOUT_S = 15.0
 
@@ -129,23 +133,26 @@ def run_engine(
 
 
 def check_invariants(result: RunResult, server: HostileServer) -> None:
-    """What holds for every run, whatever the upstream did."""
+    """What holds for every run, whatever the upstream did; every violation is reported."""
     events = result.events
-    assert events[0]["type"] == "start"
-    assert events[-1]["type"] == "done", events[-3:]
+    problems = []
+    if events[0]["type"] != "start":
+        problems.append(f"first event is {events[0]['type']!r}")
+    if events[-1]["type"] != "done":
+        problems.append(f"last event is {events[-1]['type']!r}")
     ends = result.ends()
-    assert set(ends) == set(SECTIONS) or set(ends) == {
-        e["section"] for e in events if e["type"] == "section_start"
-    }
+    started = {e["section"] for e in events if e["type"] == "section_start"}
+    if set(ends) != started:
+        problems.append(f"sections started {sorted(started)}, ended {sorted(ends)}")
     for name, end in ends.items():
         if end["type"] == "section_done":
-            sent = server.finished_texts(prompt_of(name))
-            assert result.text(name) in sent, (
-                f"{name} reported done with {result.text(name)!r}, the server sent {sent!r}"
-            )
-        else:
-            assert end["code"] != "internal", f"{name} failed as 'internal': {end['message']}"
-    assert result.raw["error_logs"] == [], result.raw["error_logs"]
+            sent = server.finished_text(prompt_of(name, result.raw["run"]))
+            if result.text(name) != sent:
+                problems.append(f"{name} done with {result.text(name)!r}; the server sent {sent!r}")
+        elif end["code"] == "internal":
+            problems.append(f"{name} failed as 'internal': {end['message']}")
+    problems.extend(f"ERROR log: {line}" for line in result.raw["error_logs"])
+    assert not problems, f"run {result.raw['run']}:\n" + "\n".join(problems)
 
 
 def each(peer: Peer, sids: list[int], text: str) -> None:
@@ -198,6 +205,7 @@ def _lower_concurrency(peer: Peer, *, finish: bool) -> None:
     peer.serve_forever()
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_lower_max_concurrent_streams_lets_open_streams_finish(hostile) -> None:
     server = serve(hostile, lambda p: _lower_concurrency(p, finish=True))
@@ -207,6 +215,7 @@ def test_lower_max_concurrent_streams_lets_open_streams_finish(hostile) -> None:
         assert result.done() == set(SECTIONS)
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_lower_max_concurrent_streams_then_cancel_from_another_thread_returns(hostile) -> None:
     server = serve(hostile, lambda p: _lower_concurrency(p, finish=False))
@@ -231,6 +240,7 @@ def _connection_error_with_data(peer: Peer, *, frame: str) -> None:
         bad = window_update_frame(0, MAX_WINDOW)
     else:  # HEADERS on a stream after its END_STREAM
         first, unfinished = sids[0], sids[1:]
+        peer.server.notes["finished"] = peer.section(first)
         peer.chunk(first, f"{peer.prompt(first)} two")
         peer.finish(first)
         peer.flush()
@@ -243,6 +253,7 @@ def _connection_error_with_data(peer: Peer, *, frame: str) -> None:
     peer.idle()
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("frame", ["window_update", "headers_after_end_stream"])
 def test_connection_error_in_one_read_ends_every_open_stream_and_retires_it(
@@ -251,10 +262,9 @@ def test_connection_error_in_one_read_ends_every_open_stream_and_retires_it(
     server = serve(hostile, lambda p: _connection_error_with_data(p, frame=frame))
     first, second = run_engine(server, [{}, {}])
     check_invariants(first, server)
-    # Only the stream that ended before the bad frame may be done (which section that is
-    # depends on the order the requests went out), and nothing sent after it may show.
-    at_most_done = 1 if frame == "headers_after_end_stream" else 0
-    assert len(first.done()) <= at_most_done, "a section was reported done after a connection error"
+    finished = server.notes.get("finished")
+    expected_done = {finished} if finished else set()
+    assert first.done() <= expected_done, "a section was reported done after a connection error"
     assert not any("three" in first.text(name) for name in SECTIONS), "data after the error"
     assert set(first.codes()) == set(SECTIONS) - first.done()
     check_invariants(second, server)
@@ -302,6 +312,7 @@ def _ping_while_upload_waits(peer: Peer) -> None:
                 peer.serve(sid, [f"{request.prompt} one ", f"{request.prompt} two"])
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_cancel_while_the_upload_waits_for_window_under_pings_returns(hostile) -> None:
     server = serve(hostile, _ping_while_upload_waits)
@@ -315,6 +326,7 @@ def test_cancel_while_the_upload_waits_for_window_under_pings_returns(hostile) -
     assert second.done() == set(SECTIONS)
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_an_upload_that_never_gets_window_times_out(hostile) -> None:
     server = serve(hostile, _ping_while_upload_waits)
@@ -343,6 +355,7 @@ def _complete_then_reset(peer: Peer) -> None:
     peer.idle()
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_a_complete_response_then_rst_stream_no_error_is_kept(hostile) -> None:
     server = serve(hostile, _complete_then_reset)
@@ -359,26 +372,26 @@ def _goaway_below_delivered_streams(peer: Peer) -> None:
         return peer.serve_forever()
     sids = start_three(peer)
     first = sids[0]
-    goaway = goaway_frame(first, h2.errors.ErrorCodes.NO_ERROR)
-    peer.flush(goaway)
+    peer.server.notes["covered"] = peer.section(first)
+    time.sleep(0.3)  # the chunks reach the sections before the GOAWAY disowns two of them
+    peer.flush(goaway_frame(first, h2.errors.ErrorCodes.NO_ERROR))
     time.sleep(0.2)
     peer.flush(peer.raw_chunk(first, "two") + peer.raw_finish(first))
     peer.idle()
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_goaway_below_streams_that_delivered_data_fails_them_cleanly(hostile) -> None:
     server = serve(hostile, _goaway_below_delivered_streams)
     (result,) = run_engine(server, [{}])
     check_invariants(result, server)
-    # Which section got stream 1 depends on which worker thread sent its request first.
-    finished = {name for name in SECTIONS if server.finished_texts(prompt_of(name))}
-    assert len(finished) == 1
-    assert result.done() == finished
+    covered = server.notes["covered"]
+    assert result.done() == {covered}
     codes = result.codes()
-    assert set(codes) == set(SECTIONS) - finished
+    assert set(codes) == set(SECTIONS) - {covered}
     assert set(codes.values()) <= {"connection_error", "upstream_error"}, codes
-    for name in set(SECTIONS) - finished:
+    for name in set(SECTIONS) - {covered}:
         assert result.ends()[name]["chunks"] == 1, "the chunk delivered before GOAWAY counts"
 
 
@@ -415,6 +428,7 @@ def _oversized_headers(peer: Peer) -> None:
         return peer.serve_forever()
     sids = peer.wait_requests(3)
     big = sids[1]
+    peer.server.notes["big"] = peer.section(big)
     # Over 64 KiB; not much more: hpack's pure-Python Huffman coder takes time quadratic in a
     # value's length (15 s for 300 kB here), which would look like an upstream that never answers.
     peer.conn.send_headers(
@@ -426,16 +440,15 @@ def _oversized_headers(peer: Peer) -> None:
     peer.idle()
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_an_oversized_header_block_fails_that_section_alone(hostile) -> None:
     server = serve(hostile, _oversized_headers)
     (result,) = run_engine(server, [{}])
     check_invariants(result, server)
-    # Which section got the oversized headers depends on the order the requests went out.
-    finished = {name for name in SECTIONS if server.finished_texts(prompt_of(name))}
-    assert len(finished) == 2
-    assert result.done() == finished
-    assert set(result.codes()) == set(SECTIONS) - finished
+    big = server.notes["big"]
+    assert result.done() == set(SECTIONS) - {big}
+    assert set(result.codes()) == {big}
 
 
 def _refuse_one(peer: Peer) -> None:
@@ -449,6 +462,7 @@ def _refuse_one(peer: Peer) -> None:
     peer.serve_forever()
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_refused_stream_is_retried(hostile) -> None:
     server = serve(hostile, _refuse_one)
@@ -470,7 +484,7 @@ def _silent_after_first_chunk(peer: Peer) -> None:
     "timer",
     [
         "read_timeout",
-        "stall_timeout",
+        pytest.param("stall_timeout", marks=NEEDS_NEW_TRANSPORT),
     ],
 )
 def test_a_connection_whose_streams_all_timed_out_is_retired(hostile, timer: str) -> None:
@@ -515,6 +529,7 @@ def _unresponsive(peer: Peer) -> None:
     peer.black_hole()
 
 
+@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(120)
 def test_an_unanswered_ping_closes_a_dead_connection(hostile) -> None:
     """Read timeout and stall timeout far away: only a PING that gets no answer can tell the
@@ -536,6 +551,7 @@ def _data_on_closed_stream(peer: Peer) -> None:
         return peer.serve_forever()
     sids = start_three(peer)
     first, rest = sids[0], sids[1:]
+    peer.server.notes["finished"] = peer.section(first)
     peer.finish(first)
     peer.flush()
     time.sleep(0.2)
@@ -551,6 +567,6 @@ def test_data_on_a_closed_stream_is_handled_cleanly(hostile) -> None:
     server = serve(hostile, _data_on_closed_stream)
     first, second = run_engine(server, [{}, {}])
     check_invariants(first, server)
-    assert SECTIONS[0] in first.done()
+    assert server.notes["finished"] in first.done()
     check_invariants(second, server)
     assert second.done() == set(SECTIONS)
