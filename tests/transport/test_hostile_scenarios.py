@@ -24,9 +24,6 @@ with exactly the text the server sent for it) and then for what the scenario add
 | TCP connection dropped mid-stream | every section errors, none done |
 | peer silent (PING unanswered), long read timeout | every section errors within 20 s |
 | DATA on a stream already closed | clean code; done only with exact text |
-
-Scenarios the transport of today's tree fails are marked ``xfail`` (not strict) until the
-transport built on h2's public API carries them.
 """
 
 from __future__ import annotations
@@ -59,7 +56,6 @@ from hostile_server import (
 
 RUNNER = Path(__file__).with_name("hostile_runner.py")
 SECTIONS = ["summary", "symbols", "advice"]
-NEEDS_NEW_TRANSPORT = pytest.mark.xfail(strict=False, reason="needs the h2-public-API transport")
 #: A run against a well-behaved upstream ends well within this; a hung one never does.
 RUN_TIMEOUT_S = 15.0
 
@@ -205,7 +201,6 @@ def _lower_concurrency(peer: Peer, *, finish: bool) -> None:
     peer.serve_forever()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_lower_max_concurrent_streams_lets_open_streams_finish(hostile) -> None:
     server = serve(hostile, lambda p: _lower_concurrency(p, finish=True))
@@ -215,7 +210,6 @@ def test_lower_max_concurrent_streams_lets_open_streams_finish(hostile) -> None:
         assert result.done() == set(SECTIONS)
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_lower_max_concurrent_streams_then_cancel_from_another_thread_returns(hostile) -> None:
     server = serve(hostile, lambda p: _lower_concurrency(p, finish=False))
@@ -253,7 +247,6 @@ def _connection_error_with_data(peer: Peer, *, frame: str) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("frame", ["window_update", "headers_after_end_stream"])
 def test_connection_error_in_one_read_ends_every_open_stream_and_retires_it(
@@ -312,7 +305,6 @@ def _ping_while_upload_waits(peer: Peer) -> None:
                 peer.serve(sid, [f"{request.prompt} one ", f"{request.prompt} two"])
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_cancel_while_the_upload_waits_for_window_under_pings_returns(hostile) -> None:
     server = serve(hostile, _ping_while_upload_waits)
@@ -326,7 +318,6 @@ def test_cancel_while_the_upload_waits_for_window_under_pings_returns(hostile) -
     assert second.done() == set(SECTIONS)
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_an_upload_that_never_gets_window_times_out(hostile) -> None:
     server = serve(hostile, _ping_while_upload_waits)
@@ -355,7 +346,6 @@ def _complete_then_reset(peer: Peer) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_a_complete_response_then_rst_stream_no_error_is_kept(hostile) -> None:
     server = serve(hostile, _complete_then_reset)
@@ -380,7 +370,6 @@ def _goaway_below_delivered_streams(peer: Peer) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_goaway_below_streams_that_delivered_data_fails_them_cleanly(hostile) -> None:
     server = serve(hostile, _goaway_below_delivered_streams)
@@ -440,7 +429,6 @@ def _oversized_headers(peer: Peer) -> None:
     peer.idle()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_an_oversized_header_block_fails_that_section_alone(hostile) -> None:
     server = serve(hostile, _oversized_headers)
@@ -462,7 +450,6 @@ def _refuse_one(peer: Peer) -> None:
     peer.serve_forever()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(90)
 def test_refused_stream_is_retried(hostile) -> None:
     server = serve(hostile, _refuse_one)
@@ -484,7 +471,7 @@ def _silent_after_first_chunk(peer: Peer) -> None:
     "timer",
     [
         "read_timeout",
-        pytest.param("stall_timeout", marks=NEEDS_NEW_TRANSPORT),
+        "stall_timeout",
     ],
 )
 def test_a_connection_whose_streams_all_timed_out_is_retired(hostile, timer: str) -> None:
@@ -529,7 +516,6 @@ def _unresponsive(peer: Peer) -> None:
     peer.black_hole()
 
 
-@NEEDS_NEW_TRANSPORT
 @pytest.mark.timeout(120)
 def test_an_unanswered_ping_closes_a_dead_connection(hostile) -> None:
     """Read timeout and stall timeout far away: only a PING that gets no answer can tell the
