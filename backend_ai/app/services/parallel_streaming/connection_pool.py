@@ -47,7 +47,7 @@ class _Connect(enum.Enum):
 
 _CONNECT = _Connect.CONNECT
 
-_HOUSEKEEPING_TICK_S = 0.05
+_HOUSEKEEPING_TICK_S = 0.1
 
 
 class ConnectionPool:

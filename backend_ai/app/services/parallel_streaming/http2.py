@@ -153,7 +153,7 @@ class Http2Stream:
             self._cond.notify_all()
 
     def _on_data(self, data: bytes) -> None:
-        self.last_data_at = time.monotonic()
+        self.last_data_at = self.connection.last_received_at
         with self._cond:
             if self._error is not None:
                 return
@@ -589,18 +589,24 @@ class Http2Connection:
                 self._receive(data)
                 if self._error is not None:
                     return
-        except httpx.TransportError as exc:
+        except BaseException as exc:
+            if self._error is None:
+                self._fail_from_reader(exc)
+
+    def _fail_from_reader(self, exc: BaseException) -> None:
+        """The reader stopped with ``exc`` (the connection was not closed on purpose)."""
+        if isinstance(exc, httpx.TransportError):
             self.fail(exc)
-        except h2.exceptions.ProtocolError as exc:
+        elif isinstance(exc, h2.exceptions.ProtocolError):
             self.fail(
                 httpx.RemoteProtocolError(
                     f"the upstream broke the HTTP/2 protocol ({type(exc).__name__}: {exc})"
                 )
             )
-        except OSError as exc:
+        elif isinstance(exc, OSError):
             self.fail(httpx.ReadError(f"reading from the upstream failed: {exc}"))
-        except BaseException as exc:  # a bug here must still end every stream
-            logger.exception("HTTP/2 reader failed")
+        else:  # a bug here must still end every stream
+            logger.error("HTTP/2 reader failed", exc_info=exc)
             self.fail(httpx.RemoteProtocolError(f"HTTP/2 reader failed ({type(exc).__name__})"))
 
     def _receive(self, data: bytes) -> None:
