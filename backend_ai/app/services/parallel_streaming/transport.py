@@ -13,6 +13,12 @@ Which protocol: HTTP/2 over TLS when the server picks ``h2`` in ALPN, h2c over `
 prior knowledge; HTTP/1.1 otherwise (``http11.py``: one request per connection at a time,
 keep-alive; a cancel shuts its socket down, which wakes the blocked read).
 
+Following a chunk from the socket to the client, in reading order: ``sockets.py`` (connect,
+TLS, which protocol), ``connection_pool.py`` (which connection a request goes on),
+``http2.py`` (the reader thread and the streams it feeds), ``worker.py`` (``_SectionSink``:
+SSE lines parsed on the reader, chunks posted to the run), ``channel.py`` (the run's queue
+and its backpressure), ``manager.py`` (the consumer: everything queued, one write).
+
 A request the server provably never processed (``REFUSED_STREAM`` before any response, or a
 stream above a graceful GOAWAY's last stream id) is sent again on another connection, as
 RFC 9113 §8.7 allows; nothing else is retried here.
