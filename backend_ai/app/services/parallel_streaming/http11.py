@@ -16,7 +16,8 @@ How a request flows:
 2. It reads until ``h11`` yields the response head (skipping 1xx) and returns an
    ``httpx.Response`` whose stream yields each network read's body bytes as soon as they are
    parsed: a streaming completion is never buffered.
-3. Closing the response releases the connection: when the body was read to its end and both
+3. Closing the response releases the connection: when the body was read to its end (or its
+   end is already received and a short read without waiting reaches it) and both
    sides of ``h11`` are ``DONE``, it starts the next cycle and tells the owner "reusable";
    otherwise (closed early, an error, ``Connection: close``, a cancel) it closes the socket and
    tells the owner "not reusable". The owner learns this through ``on_release``, called once
@@ -60,6 +61,8 @@ __all__ = [
 ReleaseCallback = Callable[["HTTP11Connection", bool], None]
 
 _READ_SIZE = 64 * 1024
+#: Most body bytes read (and dropped) to reach the end of a response closed early.
+_DRAIN_LIMIT = 64 * 1024
 #: Largest response head (status line and headers) accepted; httpcore allows the same.
 _MAX_HEAD_BYTES = 100 * 1024
 
@@ -390,6 +393,27 @@ class HTTP11Connection:
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
+    def _body_ends_without_waiting(self, request: httpx.Request) -> bool:
+        """Whether the rest of a body closed early is already here (up to a small limit).
+
+        A client that stops at the last event it needs (the ``openai`` SDK stops at
+        ``[DONE]``) leaves the end of the body unread, yet usually already received: reading
+        it without waiting keeps the connection for the next request instead of a new
+        handshake.
+        """
+        if self._cancelled:
+            return False
+        left = _DRAIN_LIMIT
+        try:
+            while left > 0:
+                data, complete = self._read_body(request, 0.0)  # 0: never block
+                if complete:
+                    return True
+                left -= len(data)
+        except httpx.HTTPError:  # nothing more received yet, or a broken body
+            return False
+        return False
+
     def _h11_ready_for_next(self) -> bool:
         """Both sides ``DONE`` and nothing after the response: no end-of-file (a body delimited
         by the close ends with one) and no stray bytes."""
@@ -533,4 +557,5 @@ class _ResponseStream(httpx.SyncByteStream):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._connection._release(reusable=self._complete)
+            complete = self._complete or self._connection._body_ends_without_waiting(self._request)
+            self._connection._release(reusable=complete)
