@@ -64,6 +64,7 @@ class _TinyPool(httpx.BaseTransport):
         self.idle = IdleConnections(max_idle=max_idle, on_close=self.discarded.append)
         self.released: list[bool] = []
         self.opened: list[HTTP11Connection] = []
+        self.not_available = 0
 
     def connection(self, origin: Origin) -> HTTP11Connection:
         kept = self.idle.take(origin)
@@ -79,7 +80,12 @@ class _TinyPool(httpx.BaseTransport):
         return connection
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self.connection(Origin.of(request.url)).handle_request(request)
+        for _ in range(3):
+            try:
+                return self.connection(Origin.of(request.url)).handle_request(request)
+            except ConnectionNotAvailable:
+                self.not_available += 1
+        raise AssertionError("no connection was available three times")
 
     def _release(self, connection: HTTP11Connection, reusable: bool) -> None:
         self.released.append(reusable)
@@ -387,6 +393,45 @@ def test_a_kept_alive_connection_the_server_closed_is_stale_and_replaced(serve) 
         assert client.get(server.url).content == b"once"
         assert pool.discarded == [idle]
     assert server.accepted == 2
+
+
+@pytest.mark.parametrize("body", [b"", b"replayable"], ids=["get", "post"])
+def test_losing_the_keep_alive_race_sends_the_request_again_on_a_new_connection(
+    serve, body: bytes
+) -> None:
+    """The server closes a kept-alive connection just as the next request goes out (here: it
+    reads it and hangs up without a byte): not processed, so it goes again on a new one."""
+
+    def handler(sock: socket.socket) -> None:
+        assert receive_request(sock) is not None
+        respond(sock, b"first")
+        receive_request(sock)  # the next request, or the client's close at the end
+        sock.close()
+
+    server = serve(handler)
+    pool = _TinyPool()
+    with _client(pool) as client:
+        assert client.request("POST", server.url, content=body).content == b"first"
+        assert client.request("POST", server.url, content=body).content == b"first"
+    assert pool.not_available == 1
+    assert server.accepted == 2
+
+
+def test_a_streamed_body_is_not_sent_again_after_a_lost_keep_alive_race(serve) -> None:
+    def handler(sock: socket.socket) -> None:
+        assert receive_request(sock) is not None
+        respond(sock, b"first")
+        receive_request(sock)  # the next request, or the client's close at the end
+        sock.close()
+
+    server = serve(handler)
+    pool = _TinyPool()
+    with _client(pool) as client:
+        assert client.get(server.url).content == b"first"
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.post(server.url, content=iter([b"once", b"only"]))
+    assert pool.not_available == 0
+    assert server.accepted == 1
 
 
 def test_an_idle_connection_is_not_stale_and_expires_after_the_keepalive_expiry(serve) -> None:

@@ -89,7 +89,15 @@ def url_origin_key(url: httpx.URL) -> tuple[str, str, int]:
 
 
 class ConnectionNotAvailable(httpx.ConnectError):
-    """The connection is busy or closed; nothing was sent, so another connection may be tried."""
+    """This connection cannot carry the request, which the server did not process: send it on
+    another connection.
+
+    Raised before anything is sent when the connection is busy, closed or for another origin;
+    and when the server closes a kept-alive connection without a byte of answer to the request
+    just written. That is the keep-alive race — the server closed the idle connection as the
+    request went out — and, as Go's ``net/http`` and curl do, the request is worth one more try
+    on a new connection (only a request whose body can be sent again).
+    """
 
 
 class _State(enum.Enum):
@@ -136,6 +144,7 @@ class HTTP11Connection:
         self._idle_since = time.monotonic()
         self._in_flight: object | None = None  # the request a cancel may still stop
         self._cancelled = False
+        self._received_any = False  # any byte of the current request's response
         self._socket_timeout: float | None = sock.gettimeout()
         self.requests = 0
 
@@ -227,6 +236,7 @@ class HTTP11Connection:
                 raise ConnectionNotAvailable(f"connection is {self._state.value}", request=request)
             self._state = _State.ACTIVE
             self._in_flight = in_flight
+            self._received_any = False
             self.requests += 1
         register_cancel(lambda: self._cancel(in_flight))
         timeouts = _Timeouts.of(request)
@@ -237,6 +247,14 @@ class HTTP11Connection:
                 head = self._head_after_failed_write(request, timeouts.read, write_error)
             else:
                 head = self._receive_head(request, timeouts.read)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            self._release(reusable=False)
+            if self._lost_keepalive_race(request):
+                raise ConnectionNotAvailable(
+                    "the server closed this kept-alive connection without answering",
+                    request=request,
+                ) from exc
+            raise
         except BaseException:
             self._release(reusable=False)
             raise
@@ -246,6 +264,15 @@ class HTTP11Connection:
             stream=_ResponseStream(self, request, timeouts.read),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": bytes(head.reason)},
         )
+
+    def _lost_keepalive_race(self, request: httpx.Request) -> bool:
+        if self.requests == 1 or self._received_any or self._cancelled:
+            return False  # a new connection, an answer begun, or our own cancel
+        try:
+            request.content  # noqa: B018 - raises if the body cannot be sent again
+        except httpx.RequestNotRead:
+            return False
+        return True
 
     def _send_request(self, request: httpx.Request, timeout: float | None) -> None:
         headers = list(request.headers.raw)
@@ -348,9 +375,12 @@ class HTTP11Connection:
             self._raise_if_cancelled(request)
             raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
         self._raise_if_cancelled(request)
-        if not data and self._h11.their_state is h11.SEND_RESPONSE:
+        if data:
+            self._received_any = True
+        elif self._h11.their_state is h11.SEND_RESPONSE:
             raise httpx.RemoteProtocolError(
-                "server closed the connection without sending a response", request=request
+                "server closed the connection without sending a complete response head",
+                request=request,
             )
         self._h11.receive_data(data)
 
