@@ -753,7 +753,7 @@ def test_closing_a_connection_in_use_wakes_its_reader(serve) -> None:
     assert next(reads) == b"first"
     closer = threading.Timer(0.05, connection.close)
     closer.start()
-    with pytest.raises(httpx.ReadError):
+    with pytest.raises(httpx.ReadError, match="connection was closed"):
         next(reads)
     response.close()
     closer.join(WATCHDOG_S)

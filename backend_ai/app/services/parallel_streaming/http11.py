@@ -23,6 +23,12 @@ How a request flows:
    tells the owner "not reusable". The owner learns this through ``on_release``, called once
    for every request that claimed the connection, also when ``handle_request`` raised.
 
+Between requests a connection waits in ``IdleConnections``, which hands out only connections
+still fit to use: within their keep-alive expiry, and not closed by the server meanwhile (an
+idle HTTP/1.1 socket that turns readable was closed). When the server closes a kept-alive
+connection just as a request goes out, the request was not processed and
+``ConnectionNotAvailable`` tells the pool to send it again on a new connection.
+
 Cancellation shuts the socket down (``SHUT_RDWR``), which wakes a read or write blocked in the
 request's thread; it is armed only while that request owns the connection, so a late cancel
 never touches a connection that went back to the pool. Errors are httpx's own
@@ -143,7 +149,7 @@ class HTTP11Connection:
         self._state = _State.IDLE
         self._idle_since = time.monotonic()
         self._in_flight: object | None = None  # the request a cancel may still stop
-        self._cancelled = False
+        self._stopped: str | None = None  # why the socket was shut down under a request
         self._received_any = False  # any byte of the current request's response
         self._socket_timeout: float | None = sock.gettimeout()
         self.requests = 0
@@ -212,7 +218,7 @@ class HTTP11Connection:
             if self._state is _State.CLOSED:
                 return
             if self._state is _State.ACTIVE:
-                self._cancelled = True
+                self._stopped = "the connection was closed"
                 self._shutdown_locked()
                 return
             self._state = _State.CLOSED
@@ -266,7 +272,7 @@ class HTTP11Connection:
         )
 
     def _lost_keepalive_race(self, request: httpx.Request) -> bool:
-        if self.requests == 1 or self._received_any or self._cancelled:
+        if self.requests == 1 or self._received_any or self._stopped is not None:
             return False  # a new connection, an answer begun, or our own cancel
         try:
             request.content  # noqa: B018 - raises if the body cannot be sent again
@@ -305,7 +311,7 @@ class HTTP11Connection:
     ) -> h11.Response:
         """A server may answer (413, 401) and close before reading the whole body: its answer
         says more than the broken pipe, so read it if it is there."""
-        if self._cancelled:
+        if self._stopped is not None:
             raise write_error
         try:
             return self._receive_head(request, timeout)
@@ -358,7 +364,7 @@ class HTTP11Connection:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._raise_if_cancelled(request)
+                self._raise_if_stopped(request)
                 raise httpx.RemoteProtocolError(str(exc), request=request) from exc
             if event is not h11.NEED_DATA or not wait:
                 return event
@@ -369,12 +375,12 @@ class HTTP11Connection:
         try:
             data = self._sock.recv(_READ_SIZE)
         except TimeoutError:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.ReadTimeout("timed out reading the response", request=request) from None
         except OSError as exc:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
-        self._raise_if_cancelled(request)
+        self._raise_if_stopped(request)
         if data:
             self._received_any = True
         elif self._h11.their_state is h11.SEND_RESPONSE:
@@ -391,17 +397,18 @@ class HTTP11Connection:
         try:
             self._sock.sendall(data)
         except TimeoutError:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.WriteTimeout("timed out sending the request", request=request) from None
         except OSError as exc:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.WriteError(str(exc) or repr(exc), request=request) from exc
 
-    def _raise_if_cancelled(self, request: httpx.Request) -> None:
+    def _raise_if_stopped(self, request: httpx.Request) -> None:
         # A shut-down socket reads as end-of-file, which for a body delimited by the close
-        # would pass for a complete response: the flag, set before the shutdown, tells them apart.
-        if self._cancelled:
-            raise httpx.ReadError("the request was cancelled", request=request)
+        # would pass for a complete response: the reason, set before the shutdown, tells them
+        # apart.
+        if self._stopped is not None:
+            raise httpx.ReadError(self._stopped, request=request)
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._socket_timeout:
@@ -414,7 +421,7 @@ class HTTP11Connection:
         with self._lock:
             if self._in_flight is not in_flight:
                 return
-            self._cancelled = True
+            self._stopped = "the request was cancelled"
             self._shutdown_locked()
 
     def _shutdown_locked(self) -> None:
@@ -431,7 +438,7 @@ class HTTP11Connection:
         it without waiting keeps the connection for the next request instead of a new
         handshake.
         """
-        if self._cancelled:
+        if self._stopped is not None:
             return False
         left = _DRAIN_LIMIT
         try:
@@ -461,7 +468,7 @@ class HTTP11Connection:
             if self._state is not _State.ACTIVE:
                 return
             self._in_flight = None
-            reusable = reusable and not self._cancelled and self._h11_ready_for_next()
+            reusable = reusable and self._stopped is None and self._h11_ready_for_next()
             if reusable:
                 self._h11.start_next_cycle()
                 self._state = _State.IDLE
