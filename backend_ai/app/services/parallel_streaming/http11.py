@@ -26,8 +26,8 @@ How a request flows:
 Between requests a connection waits in ``IdleConnections``, which hands out only connections
 still fit to use: within their keep-alive expiry, and not closed by the server meanwhile (an
 idle HTTP/1.1 socket that turns readable was closed). When the server closes a kept-alive
-connection just as a request goes out, the request was not processed and
-``ConnectionNotAvailable`` tells the pool to send it again on a new connection.
+connection just as a request goes out (no byte of answer), the server never took the request
+up, and ``ConnectionNotAvailable`` tells the pool to send it again on a new connection.
 
 Cancellation shuts the socket down (``SHUT_RDWR``), which wakes a read or write blocked in the
 request's thread; it is armed only while that request owns the connection, so a late cancel
