@@ -26,6 +26,7 @@ class CancelScope:
         self._callbacks: list[Callable[[], None]] = []
         self._cancelled = False
         self._closed = False
+        self._handed_off = False
 
     @property
     def cancelled(self) -> bool:
@@ -67,9 +68,15 @@ class CancelScope:
         _current.scope = self
         return self
 
+    def hand_off(self) -> None:
+        """Keep the scope armed after this thread leaves it: whoever took the work over (a
+        connection's reader feeding the section) calls ``close`` when it is done."""
+        self._handed_off = True
+
     def __exit__(self, *exc_info: object) -> None:
         _current.scope = None
-        self.close()
+        if not self._handed_off:
+            self.close()
 
     def close(self) -> None:
         """Forget the registered callbacks: call it once the response is read to its end."""
