@@ -11,7 +11,7 @@ cancel took, the ERROR log records) and leaves with ``os._exit``, hung threads a
 Plan keys: ``base_url``, ``pool`` (``PoolSettings`` keywords), ``options`` (``RunOptions``
 keywords), ``runs``: a list of ``{"sections": [names], "cancel_after_s": float | null,
 "run_timeout_s": float, "prompt_padding": int}``. A section named ``x`` sends the prompt
-``section x`` (padded to make a large request body). A cancel is
+``section x r<run>`` (padded to make a large request body). A cancel is
 ``ParallelStreamManager.close()`` from another thread (what a gunicorn shutdown or a stall
 watchdog does); every run gets its own manager over the same SDK client, so the pool's later
 runs can be checked after a cancelled one.
@@ -41,14 +41,16 @@ from backend_ai.app.services.parallel_streaming import (
 API_KEY = "sk-test-hostile-5e0f2a9b71c4"
 
 
-def prompt_of(section: str) -> str:
-    return f"section {section}"
+def prompt_of(section: str, run: int = 0) -> str:
+    """The prompt of ``section`` in the plan's ``run``-th run: the server keys what it sent by
+    prompt, so each run's prompts differ."""
+    return f"section {section} r{run}"
 
 
-def padded_prompt(section: str, padding: int) -> str:
+def padded_prompt(section: str, run: int, padding: int) -> str:
     """The section's prompt made ``padding`` characters longer (a request body that does not
     fit in the default HTTP/2 stream window)."""
-    return prompt_of(section) + (" " + "." * padding if padding else "")
+    return prompt_of(section, run) + (" " + "." * padding if padding else "")
 
 
 class _ErrorRecords(logging.Handler):
@@ -65,11 +67,12 @@ def _run(
     executor: SectionExecutor,
     options: RunOptions,
     spec: dict[str, Any],
+    run: int,
     errors: _ErrorRecords,
 ) -> dict[str, Any]:
     manager = ParallelStreamManager(client, options=options, executor=executor)
     padding = spec.get("prompt_padding", 0)
-    configs = [StreamConfig(name, padded_prompt(name, padding)) for name in spec["sections"]]
+    configs = [StreamConfig(name, padded_prompt(name, run, padding)) for name in spec["sections"]]
     events: list[dict[str, Any]] = []
     first_error = len(errors.records)
 
@@ -80,7 +83,7 @@ def _run(
     started = time.monotonic()
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
-    result: dict[str, Any] = {"cancel_returned": None, "cancel_s": None}
+    result: dict[str, Any] = {"run": run, "cancel_returned": None, "cancel_s": None}
     cancel_after = spec.get("cancel_after_s")
     if cancel_after is not None:
         consumer.join(cancel_after)
@@ -115,8 +118,8 @@ def main() -> None:
     )
     options = RunOptions(**plan.get("options", {}))
     executor = SectionExecutor(16)
-    for spec in plan["runs"]:
-        result = _run(client, executor, options, spec, errors)
+    for run, spec in enumerate(plan["runs"]):
+        result = _run(client, executor, options, spec, run, errors)
         print(json.dumps(result), flush=True)
         if not result["ended"]:
             break  # the pool is wedged: later runs would only hang as well

@@ -54,8 +54,8 @@ __all__ = [
 #: Largest value a flow-control window may reach (RFC 9113 §6.9.1).
 MAX_WINDOW = 2**31 - 1
 
-#: The scenario prompts start ``section <name>`` (``hostile_runner.prompt_of``), maybe padded.
-_PROMPT = re.compile(rb'"content":\s*"(section [a-z]+)')
+#: Scenario prompts start ``section <name> r<run>`` (``hostile_runner.prompt_of``), maybe padded.
+_PROMPT = re.compile(rb'"content":\s*"(section [a-z]+ r[0-9]+)')
 
 Script = Callable[["Peer"], None]
 
@@ -130,8 +130,8 @@ class Request:
 
     @property
     def prompt(self) -> str | None:
-        """The ``section <name>`` a scenario prompt starts with; found in the part of the body
-        received so far, so it is known while an upload still waits for window."""
+        """The ``section <name> r<run>`` a scenario prompt starts with; found in the part of the
+        body received so far, so it is known while an upload still waits for window."""
         match = _PROMPT.search(self.body)
         return match.group(1).decode() if match else None
 
@@ -265,6 +265,10 @@ class Peer:
         assert prompt is not None, f"stream {stream_id} has no complete request body"
         return prompt
 
+    def section(self, stream_id: int) -> str:
+        """The section name in a scenario prompt (``section <name> r<run>``)."""
+        return self.prompt(stream_id).split(" ")[1]
+
     # -- writing -------------------------------------------------------------------------------
 
     def flush(self, extra: bytes = b"") -> None:
@@ -369,6 +373,9 @@ class HostileServer:
         self.peers: list[Peer] = []
         self.errors: list[BaseException] = []
         self.timeouts: list[ScriptTimeout] = []
+        #: What a script tells its test, e.g. which section got the odd stream (stream ids are
+        #: handed out in the order the client's threads open them, not in section order).
+        self.notes: dict[str, str] = {}
         self.stopping = False
         self._lock = threading.Lock()
         self._requested: dict[str, int] = {}
@@ -394,8 +401,7 @@ class HostileServer:
             return texts[-1] if texts else None
 
     def finished_texts(self, prompt: str) -> list[str]:
-        """The full text of every response for ``prompt`` the server ended with END_STREAM
-        (runs one after another send the same prompts)."""
+        """The full text of every response for ``prompt`` the server ended with END_STREAM."""
         with self._lock:
             return list(self._finished.get(prompt, ()))
 

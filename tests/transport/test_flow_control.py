@@ -10,14 +10,8 @@ same connection must still get its full body.
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-
-import h2.config
-import h2.connection
-import h2.events
 import pytest
+from hostile_server import HostileServer, Peer
 
 from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
 from backend_ai.app.services.parallel_streaming.http2 import CONNECTION_WINDOW, STREAM_WINDOW
@@ -25,82 +19,37 @@ from backend_ai.app.services.parallel_streaming.http2 import CONNECTION_WINDOW, 
 _PIECE = b"x" * 16_000
 
 
-class _WindowFillingServer:
+def _fill_windows(peer: Peer) -> None:
     """Answers ``/fill`` with as much data as the stream window allows (never ending) and
     ``/small`` with a short complete body."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.connections = 0
-        self.errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        try:
-            self._serve_streams(sock)
-        except (ConnectionError, OSError):
-            pass
-        except BaseException as exc:  # surfaced by the test, not lost in a thread
-            self.errors.append(exc)
-
-    def _serve_streams(self, sock: socket.socket) -> None:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.initiate_connection()
-        sock.sendall(conn.data_to_send())
-        filling: set[int] = set()
-        with sock:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        path = dict(event.headers)[b":path"]
-                        conn.send_headers(event.stream_id, [(":status", "200")])
-                        if path == b"/small":
-                            conn.send_data(event.stream_id, b"complete", end_stream=True)
-                        else:
-                            filling.add(event.stream_id)
-                    elif isinstance(event, h2.events.StreamReset):
-                        filling.discard(event.stream_id)
-                for stream_id in filling:
-                    while True:
-                        window = min(
-                            conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size
-                        )
-                        if window <= 0:
-                            break
-                        conn.send_data(stream_id, _PIECE[:window])
-                sock.sendall(conn.data_to_send())
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-@pytest.fixture
-def server() -> Iterator[_WindowFillingServer]:
-    server = _WindowFillingServer()
-    yield server
-    server.close()
+    answered: set[int] = set()
+    filling: set[int] = set()
+    while not peer.closed and not peer.server.stopping:
+        peer.pump(0.02)
+        for sid, request in list(peer.requests.items()):
+            if sid in answered or not request.complete:
+                continue
+            answered.add(sid)
+            peer.respond(sid)
+            if request.headers[":path"].endswith("/small"):
+                peer.conn.send_data(sid, b"complete", end_stream=True)
+            else:
+                filling.add(sid)
+        for sid in list(filling):
+            if peer.requests[sid].reset_code is not None:
+                filling.discard(sid)
+                continue
+            while (window := min(peer.conn.local_flow_control_window(sid), len(_PIECE))) > 0:
+                peer.conn.send_data(sid, _PIECE[:window])
+        peer.flush()
 
 
 @pytest.mark.timeout(60)
-def test_early_closes_never_shrink_the_connection_window(server: _WindowFillingServer) -> None:
+def test_early_closes_never_shrink_the_connection_window() -> None:
     client = build_http_client(PoolSettings(http2_prior_knowledge=True, timeout_s=5))
-    base = f"http://127.0.0.1:{server.port}"
     closes = CONNECTION_WINDOW // STREAM_WINDOW + 4
-    with client:
+    with HostileServer(_fill_windows) as server, client:
+        base = server.base_url
         for _ in range(closes):
             with client.stream("GET", f"{base}/fill") as response:
                 received = 0
@@ -111,5 +60,5 @@ def test_early_closes_never_shrink_the_connection_window(server: _WindowFillingS
         # Every stream above left up to a window of data unread: together more than the
         # connection window. The connection must still carry a new response.
         assert client.get(f"{base}/small").content == b"complete"
-    assert server.connections == 1
-    assert server.errors == []
+        assert server.connections == 1
+        assert server.errors == []

@@ -16,10 +16,12 @@ read deadlines of streams fed on the reader thread (nobody else is waiting on th
 
 from __future__ import annotations
 
+import enum
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 
@@ -34,7 +36,18 @@ from backend_ai.app.services.parallel_streaming.sockets import OpenedSocket, Ori
 
 __all__ = ["ConnectionPool"]
 
-_HOUSEKEEPING_TICK_S = 0.05
+_T = TypeVar("_T")
+
+
+class _Connect(enum.Enum):
+    """A claim on the right to open a new connection (counted in the pool already)."""
+
+    CONNECT = "connect"
+
+
+_CONNECT = _Connect.CONNECT
+
+_HOUSEKEEPING_TICK_S = 0.1
 
 
 class ConnectionPool:
@@ -85,26 +98,22 @@ class ConnectionPool:
     ) -> Http2Stream | OpenedSocket:
         """A stream on a connection to ``origin`` with its headers sent — or, when the server
         speaks only HTTP/1.1, the connected socket for the caller's HTTP/1.1 path."""
-        deadline = None if pool_timeout_s is None else time.monotonic() + pool_timeout_s
-        with self._changed:
-            while True:
-                if self._closed:
-                    raise httpx.ConnectError("the connection pool is closed")
-                if is_cancelled():
-                    raise RequestCancelled("the request was cancelled")
-                connections = self._connections.get(origin, [])
-                for connection in connections:
-                    stream = connection.try_open(headers, end_stream=end_stream)
-                    if stream is not None:
-                        return stream
-                if origin not in self._connecting and self._count() < self.max_connections:
-                    self._connecting.add(origin)
-                    self._opening += 1
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise httpx.PoolTimeout("no upstream connection became free in time")
-                self._changed.wait(remaining if remaining is None else min(remaining, 0.5))
+
+        def attempt() -> Http2Stream | _Connect | None:
+            for connection in self._connections.get(origin, ()):
+                stream = connection.try_open(headers, end_stream=end_stream)
+                if stream is not None:
+                    return stream
+            if origin not in self._connecting and self._count() < self.max_connections:
+                self._connecting.add(origin)
+                self._opening += 1
+                return _CONNECT
+            return None
+
+        claimed = self._claim(attempt, pool_timeout_s, is_cancelled)
+        if claimed is not _CONNECT:
+            assert isinstance(claimed, Http2Stream)
+            return claimed
         try:
             opened = open_socket(
                 origin,
@@ -126,16 +135,20 @@ class ConnectionPool:
                 self._http11_open += 1  # handed to ``http11_connection`` next
                 self._changed.notify_all()
             return opened
-        connection = Http2Connection(
-            opened.sock,
-            authority=origin.authority,
-            scheme=origin.scheme.encode(),
-            limits=self._limits,
-            on_change=self._notify,
-        )
+        try:
+            connection = Http2Connection(
+                opened.sock,
+                authority=origin.authority,
+                scheme=origin.scheme.encode(),
+                limits=self._limits,
+                on_change=self._notify,
+            )
+        finally:
+            with self._changed:
+                self._connecting.discard(origin)
+                self._opening -= 1
+                self._changed.notify_all()
         with self._changed:
-            self._connecting.discard(origin)
-            self._opening -= 1
             self._connections.setdefault(origin, []).append(connection)
             self._start_housekeeper()
             self._changed.notify_all()
@@ -150,6 +163,29 @@ class ConnectionPool:
                 is_cancelled=is_cancelled,
             )
         return stream
+
+    def _claim(
+        self,
+        attempt: Callable[[], _T | _Connect | None],
+        pool_timeout_s: float | None,
+        is_cancelled: Callable[[], bool],
+    ) -> _T | _Connect:
+        """Run ``attempt`` under the pool's lock until it claims something (a stream, an idle
+        connection, or the right to open a connection), waiting for a change in between."""
+        deadline = None if pool_timeout_s is None else time.monotonic() + pool_timeout_s
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise httpx.ConnectError("the connection pool is closed")
+                if is_cancelled():
+                    raise RequestCancelled("the request was cancelled")
+                claimed = attempt()
+                if claimed is not None:
+                    return claimed
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise httpx.PoolTimeout("no upstream connection became free in time")
+                self._changed.wait(0.5 if remaining is None else min(remaining, 0.5))
 
     def _count(self) -> int:
         return self._opening + self._http11_open + sum(len(c) for c in self._connections.values())
@@ -168,23 +204,20 @@ class ConnectionPool:
         """An idle keep-alive connection to ``origin``, or a new one (``opened``, when the
         caller already connected and learned that the server speaks only HTTP/1.1)."""
         if opened is None:
-            deadline = None if pool_timeout_s is None else time.monotonic() + pool_timeout_s
-            with self._changed:
-                while True:
-                    if self._closed:
-                        raise httpx.ConnectError("the connection pool is closed")
-                    if is_cancelled():
-                        raise RequestCancelled("the request was cancelled")
-                    idle = self._idle11.take(origin)
-                    if idle is not None:
-                        return idle
-                    if self._count() < self.max_connections:
-                        self._http11_open += 1
-                        break
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise httpx.PoolTimeout("no upstream connection became free in time")
-                    self._changed.wait(0.5 if remaining is None else min(remaining, 0.5))
+
+            def attempt() -> HTTP11Connection | _Connect | None:
+                idle = self._idle11.take(origin)
+                if idle is not None:
+                    return idle
+                if self._count() < self.max_connections:
+                    self._http11_open += 1
+                    return _CONNECT
+                return None
+
+            claimed = self._claim(attempt, pool_timeout_s, is_cancelled)
+            if claimed is not _CONNECT:
+                assert isinstance(claimed, HTTP11Connection)
+                return claimed
             try:
                 opened = open_socket(
                     origin,

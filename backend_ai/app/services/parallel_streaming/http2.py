@@ -102,11 +102,15 @@ class StreamSink(Protocol):
     """Takes a stream's data on the reader thread instead of a waiting consumer.
 
     Each method runs on whichever thread delivers the news (the reader, a cancelling thread,
-    the pool's housekeeper), so a sink keeps its own lock; none may block.
+    the pool's housekeeper), under the stream's lock except ``check``; none may block.
     """
 
     def on_data(self, data: bytes, stream: Http2Stream) -> None:
         """``data`` arrived; call ``stream.release(len(data))`` once it is consumed."""
+
+    def on_read_end(self) -> None:
+        """The network read that brought data to this sink is processed: the moment to hand
+        on what it parsed (once per read, just before the reader waits for the next one)."""
 
     def on_end(self) -> None:
         """The response ended cleanly."""
@@ -125,7 +129,8 @@ class Http2Stream:
     def __init__(self, connection: Http2Connection, stream_id: int) -> None:
         self.connection = connection
         self.stream_id = stream_id
-        self._cond = threading.Condition(threading.Lock())
+        # Re-entrant: a sink called under it may close its own stream.
+        self._cond = threading.Condition(threading.RLock())
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] | None = None
         self._chunks: deque[bytes] = deque()
@@ -148,29 +153,26 @@ class Http2Stream:
             self._cond.notify_all()
 
     def _on_data(self, data: bytes) -> None:
-        self.last_data_at = time.monotonic()
-        sink = self._sink
-        if sink is not None:
-            with self._cond:
-                if self._error is not None:
-                    return
-            sink.on_data(data, self)
-            return
+        self.last_data_at = self.connection.last_received_at
         with self._cond:
             if self._error is not None:
                 return
-            self._chunks.append(data)
-            self._cond.notify()
+            sink = self._sink
+            if sink is None:
+                self._chunks.append(data)
+                self._cond.notify()
+                return
+            sink.on_data(data, self)
+        self.connection._sinks_fed.append(sink)
 
     def _on_end(self) -> None:
         with self._cond:
             if self._error is not None or self._ended:
                 return
             self._ended = True
-            sink = self._sink
             self._cond.notify_all()
-        if sink is not None:
-            sink.on_end()
+            if self._sink is not None:
+                self._sink.on_end()
 
     def _fail(self, error: BaseException) -> None:
         """End the stream with ``error`` unless it already ended or failed."""
@@ -180,10 +182,9 @@ class Http2Stream:
             self._error = error
             if isinstance(error, RequestCancelled):
                 self._chunks.clear()
-            sink = self._sink
             self._cond.notify_all()
-        if sink is not None:
-            sink.on_error(error)
+            if self._sink is not None:
+                self._sink.on_error(error)
 
     @property
     def finished(self) -> bool:
@@ -230,18 +231,19 @@ class Http2Stream:
 
     def attach_sink(self, sink: StreamSink) -> None:
         """From now on the reader hands this stream's data to ``sink``; what was buffered
-        already goes to it first, on this thread."""
+        already goes to it first, on this thread (under the stream's lock, so in order)."""
         with self._cond:
             buffered = list(self._chunks)
             self._chunks.clear()
-            ended, error = self._ended, self._error
             self._sink = sink
-        for data in buffered:
-            sink.on_data(data, self)
-        if error is not None:
-            sink.on_error(error)
-        elif ended:
-            sink.on_end()
+            for data in buffered:
+                sink.on_data(data, self)
+            if buffered:
+                sink.on_read_end()
+            if self._error is not None:
+                sink.on_error(self._error)
+            elif self._ended:
+                sink.on_end()
 
     def release(self, size: int) -> None:
         """``size`` bytes of this stream were consumed: the server may send that much more."""
@@ -369,6 +371,7 @@ class Http2Connection:
         self._send_lock = threading.Lock()
         self._dirty = False
         self._streams: dict[int, Http2Stream] = {}
+        self._sinks_fed: list[StreamSink] = []
         self._goaway = _GoawayFilter()
         self._error: BaseException | None = None
         self._draining = False
@@ -586,18 +589,24 @@ class Http2Connection:
                 self._receive(data)
                 if self._error is not None:
                     return
-        except httpx.TransportError as exc:
+        except BaseException as exc:
+            if self._error is None:
+                self._fail_from_reader(exc)
+
+    def _fail_from_reader(self, exc: BaseException) -> None:
+        """The reader stopped with ``exc`` (the connection was not closed on purpose)."""
+        if isinstance(exc, httpx.TransportError):
             self.fail(exc)
-        except h2.exceptions.ProtocolError as exc:
+        elif isinstance(exc, h2.exceptions.ProtocolError):
             self.fail(
                 httpx.RemoteProtocolError(
                     f"the upstream broke the HTTP/2 protocol ({type(exc).__name__}: {exc})"
                 )
             )
-        except OSError as exc:
+        elif isinstance(exc, OSError):
             self.fail(httpx.ReadError(f"reading from the upstream failed: {exc}"))
-        except BaseException as exc:  # a bug here must still end every stream
-            logger.exception("HTTP/2 reader failed")
+        else:  # a bug here must still end every stream
+            logger.error("HTTP/2 reader failed", exc_info=exc)
             self.fail(httpx.RemoteProtocolError(f"HTTP/2 reader failed ({type(exc).__name__})"))
 
     def _receive(self, data: bytes) -> None:
@@ -610,6 +619,12 @@ class Http2Connection:
                 self._dirty = True
             self._dispatch(events)
         self._flush()
+        # Last, just before the next read: a consumer woken now finds the reader off the CPU.
+        fed = self._sinks_fed
+        if fed:
+            self._sinks_fed = []
+            for sink in dict.fromkeys(fed):
+                sink.on_read_end()
 
     def _dispatch(self, events: list[h2.events.Event]) -> None:
         streams = self._streams

@@ -220,12 +220,14 @@ class _SectionReader:
 class _SectionSink:
     """The fast path: one section fed by its HTTP/2 connection's reader thread.
 
-    Runs on whichever thread brings news — the reader (data, end, errors), the consumer
-    (``_on_room``, a cancel), the pool's housekeeper (``check``) — under one re-entrant lock
-    (a cancel from ``check`` comes back through ``on_error`` on the same thread). It never
-    waits. When the channel is full, the parsed chunks are held here and the stream's window
-    is not returned, so the upstream stops after at most one window; the consumer's next
-    ``get`` calls ``_on_room``. Held longer than the backpressure timeout: ``slow_consumer``.
+    ``on_data`` parses each DATA frame into ``_pending``; ``on_read_end`` posts what a whole
+    network read brought as one batch, right before the reader waits on the socket again, so
+    the consumer it wakes does not then wait for the reader to let go of the interpreter. It
+    never waits itself: when the channel is full the chunks are held here and the stream's
+    window is not returned, so the upstream stops after at most one window; the consumer's
+    next ``get`` calls ``_on_room``. Held longer than the backpressure timeout:
+    ``slow_consumer``. Calls come from the reader, the consumer (``_on_room``, a cancel) and
+    the pool's housekeeper (``check``), serialised by one re-entrant lock.
     """
 
     def __init__(
@@ -245,6 +247,8 @@ class _SectionSink:
         self._secrets = secrets
         self._response = response
         self._stream: Http2Stream | None = None
+        self._pending: list[ContentChunk] = []
+        self._pending_bytes = 0
         self._held: list[ContentChunk] = []
         self._held_bytes = 0
         self._held_since = 0.0
@@ -255,32 +259,33 @@ class _SectionSink:
             if self._finished:
                 return
             self._stream = stream
-            now = time.monotonic()
-            self._state.last_activity = now
-            holding = bool(self._held)
-            batch = self._held if holding else []
+            batch = self._held or self._pending
             try:
                 self._reader.read(data, batch)
             except BaseException as exc:
-                if not holding:
-                    self._post(batch, now)  # the chunks before the bad payload are valid
                 self._finish(exc, stop_upstream=True)
                 return
-            if not holding and batch:
-                self._post(batch, now)
             if self._held:
                 self._held_bytes += len(data)
             else:
-                stream.release(len(data))
+                self._pending_bytes += len(data)
 
-    def _post(self, batch: list[ContentChunk], now: float) -> None:
-        if self._state.cancel_code is not None:
-            return  # stopped: nothing more goes out; the cancel ends the section
-        if self._channel.offer_chunks(batch, self._on_room):
-            self._reader.accepted(batch, now)
-        else:
-            self._held = batch
-            self._held_since = now
+    def on_read_end(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            now = time.monotonic()
+            self._state.last_activity = now
+            batch, size = self._pending, self._pending_bytes
+            self._pending, self._pending_bytes = [], 0
+            if batch and self._state.cancel_code is None:
+                if self._channel.offer_chunks(batch, self._on_room):
+                    self._reader.accepted(batch, now)
+                else:
+                    self._held, self._held_bytes, self._held_since = batch, size, now
+                    return
+            if size and self._stream is not None:
+                self._stream.release(size)
 
     def _on_room(self) -> None:
         with self._lock:
@@ -311,19 +316,23 @@ class _SectionSink:
             if not self._held or self._finished:
                 return False
             self._state.last_activity = now  # waiting on the consumer is not an upstream stall
-            if now - self._held_since >= self._channel.backpressure_timeout_s:
-                self._state.cancel(ErrorCode.SLOW_CONSUMER)
-            return True
+            give_up = now - self._held_since >= self._channel.backpressure_timeout_s
+        if give_up:
+            # Outside the lock: the cancel resets the stream, which takes the stream's lock.
+            self._state.cancel(ErrorCode.SLOW_CONSUMER)
+        return True
 
     def _finish(self, error: BaseException | None, *, stop_upstream: bool = False) -> None:
-        """Post the end item (after any held chunks, unless the section was stopped)."""
+        """Post the end item (after the chunks received before it, unless the section was
+        stopped)."""
         self._finished = True
         state, reader = self._state, self._reader
-        if self._held and state.cancel_code is None:
+        rest = self._held + self._pending
+        self._held, self._pending = [], []
+        if rest and state.cancel_code is None:
             # Already received and bounded by the stream window: they go out before the end.
-            self._channel.force_chunks(self._held)
-            reader.accepted(self._held, time.monotonic())
-        self._held = []
+            self._channel.force_chunks(rest)
+            reader.accepted(rest, time.monotonic())
         end: object
         if error is None:
             end = _end_of_stream(reader, reader.started)
