@@ -19,6 +19,7 @@ from http11_server import (
     WATCHDOG_S,
     Handler,
     LoopbackServer,
+    hang_up,
     loopback_servers,
     receive_request,
     respond,
@@ -69,7 +70,7 @@ def test_a_kept_alive_connection_the_server_closed_meanwhile_is_replaced(serve, 
         received = receive_request(sock)
         if received is not None:
             respond(sock, b"once")
-        sock.shutdown(socket.SHUT_RDWR)
+        hang_up(sock)
         closed.set()
 
     server = serve(handler)
@@ -84,7 +85,7 @@ def test_a_request_that_lost_the_keep_alive_race_is_sent_again(serve, client) ->
         assert receive_request(sock) is not None
         respond(sock, b"answered")
         receive_request(sock)  # the next request: hang up without a byte of answer
-        sock.shutdown(socket.SHUT_RDWR)
+        hang_up(sock)
 
     server = serve(handler)
     assert client.post(server.url, content=b"first").content == b"answered"
@@ -103,7 +104,7 @@ def test_errors_cancels_and_early_closes_free_the_connection_slot(serve, client)
         path = received[0].target
         if path == b"/cut":
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-            sock.shutdown(socket.SHUT_RDWR)
+            hang_up(sock)
         elif path == b"/stall":
             stalled.set()
             wait_for_eof(sock)
