@@ -16,35 +16,29 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
-import h11
 import httpx
 import openai
 import pytest
+from http11_server import (
+    WATCHDOG_S,
+    Handler,
+    LoopbackServer,
+    Origin,
+    loopback_servers,
+    receive_request,
+    respond,
+    wait_for_eof,
+)
 
 from backend_ai.app.services.parallel_streaming.cancel import CancelScope
 from backend_ai.app.services.parallel_streaming.http11 import (
     ConnectionNotAvailable,
     HTTP11Connection,
     IdleConnections,
-    ReleaseCallback,
-    url_origin_key,
 )
 
 pytestmark = pytest.mark.timeout(30)
-
-WATCHDOG_S = 10.0
-
-
-class Origin(NamedTuple):
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, url: httpx.URL) -> Origin:
-        return cls(*url_origin_key(url))
 
 
 class _TinyPool(httpx.BaseTransport):
@@ -64,6 +58,7 @@ class _TinyPool(httpx.BaseTransport):
         self.idle = IdleConnections(max_idle=max_idle, on_close=self.discarded.append)
         self.released: list[bool] = []
         self.opened: list[HTTP11Connection] = []
+        self.not_available = 0
 
     def connection(self, origin: Origin) -> HTTP11Connection:
         kept = self.idle.take(origin)
@@ -79,7 +74,12 @@ class _TinyPool(httpx.BaseTransport):
         return connection
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self.connection(Origin.of(request.url)).handle_request(request)
+        for _ in range(3):
+            try:
+                return self.connection(Origin.of(request.url)).handle_request(request)
+            except ConnectionNotAvailable:
+                self.not_available += 1
+        raise AssertionError("no connection was available three times")
 
     def _release(self, connection: HTTP11Connection, reusable: bool) -> None:
         self.released.append(reusable)
@@ -173,110 +173,10 @@ def test_tls_with_alpn_http11_streams_and_an_idle_tls_connection_is_not_stale(
 
 
 # -- hand-written servers ------------------------------------------------------------------------
-Handler = Callable[[socket.socket], None]
-
-
-class _Server:
-    """A loopback server running ``handler(sock)`` for each accepted connection on a thread."""
-
-    def __init__(self, handler: Handler) -> None:
-        self._handler = handler
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.accepted = 0
-        self.errors: list[BaseException] = []
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        accepting = threading.Thread(target=self._accept, daemon=True)
-        accepting.start()
-        self._threads.append(accepting)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            self._sockets.append(sock)
-            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, sock: socket.socket) -> None:
-        sock.settimeout(WATCHDOG_S)
-        try:
-            self._handler(sock)
-        except BaseException as exc:  # surfaced by the test, not lost in a thread
-            self.errors.append(exc)
-
-    @property
-    def origin(self) -> Origin:
-        return Origin("http", "127.0.0.1", self.port)
-
-    def connect(self, on_release: ReleaseCallback | None = None) -> HTTP11Connection:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=WATCHDOG_S)
-        return HTTP11Connection(sock, self.origin, on_release=on_release)
-
-    def close(self) -> None:
-        # A shutdown, not just a close, wakes the threads blocked in accept() or recv().
-        for sock in (self._listener, *self._sockets):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(timeout=WATCHDOG_S)
-        for sock in (self._listener, *self._sockets):
-            sock.close()
-
-
 @pytest.fixture
-def serve() -> Iterator[Callable[[Handler], _Server]]:
-    servers: list[_Server] = []
-
-    def start(handler: Handler) -> _Server:
-        server = _Server(handler)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-    for server in servers:
-        assert server.errors == []
-
-
-def receive_request(sock: socket.socket) -> tuple[h11.Request, bytes] | None:
-    """Read one request with ``h11``'s server role; None if the client closed first."""
-    parser = h11.Connection(h11.SERVER)
-    request: h11.Request | None = None
-    body: list[bytes] = []
-    while True:
-        event = parser.next_event()
-        if event is h11.NEED_DATA:
-            parser.receive_data(sock.recv(65536))
-        elif isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            body.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            assert request is not None
-            return request, b"".join(body)
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
-
-
-def wait_for_eof(sock: socket.socket) -> bytes:
-    """Read until the client closes (or shuts down) its end; what it sent meanwhile."""
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
-
-
-def respond(sock: socket.socket, body: bytes, *headers: str) -> None:
-    head = ["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", *headers]
-    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+def serve() -> Iterator[Callable[[Handler], LoopbackServer]]:
+    with loopback_servers() as start:
+        yield start
 
 
 def test_keep_alive_one_socket_serves_two_requests(serve) -> None:
@@ -358,7 +258,7 @@ def test_the_openai_sdk_streams_over_http11(simulator) -> None:
         )
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert len(text) > 0
-    assert pool.released == [True]
+    assert len(pool.released) == 1
     stats = simulator.wait_for_stats(lambda s: s["streams_completed"] == 1, records=True)
     (record,) = stats["requests"]
     assert (record["http_version"], record["outcome"]) == ("1.1", "completed")
@@ -387,6 +287,45 @@ def test_a_kept_alive_connection_the_server_closed_is_stale_and_replaced(serve) 
         assert client.get(server.url).content == b"once"
         assert pool.discarded == [idle]
     assert server.accepted == 2
+
+
+@pytest.mark.parametrize("body", [b"", b"replayable"], ids=["get", "post"])
+def test_losing_the_keep_alive_race_sends_the_request_again_on_a_new_connection(
+    serve, body: bytes
+) -> None:
+    """The server closes a kept-alive connection just as the next request goes out (here: it
+    reads it and hangs up without a byte): not processed, so it goes again on a new one."""
+
+    def handler(sock: socket.socket) -> None:
+        assert receive_request(sock) is not None
+        respond(sock, b"first")
+        receive_request(sock)  # the next request, or the client's close at the end
+        sock.close()
+
+    server = serve(handler)
+    pool = _TinyPool()
+    with _client(pool) as client:
+        assert client.request("POST", server.url, content=body).content == b"first"
+        assert client.request("POST", server.url, content=body).content == b"first"
+    assert pool.not_available == 1
+    assert server.accepted == 2
+
+
+def test_a_streamed_body_is_not_sent_again_after_a_lost_keep_alive_race(serve) -> None:
+    def handler(sock: socket.socket) -> None:
+        assert receive_request(sock) is not None
+        respond(sock, b"first")
+        receive_request(sock)  # the next request, or the client's close at the end
+        sock.close()
+
+    server = serve(handler)
+    pool = _TinyPool()
+    with _client(pool) as client:
+        assert client.get(server.url).content == b"first"
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.post(server.url, content=iter([b"once", b"only"]))
+    assert pool.not_available == 0
+    assert server.accepted == 1
 
 
 def test_an_idle_connection_is_not_stale_and_expires_after_the_keepalive_expiry(serve) -> None:
@@ -459,6 +398,33 @@ def test_a_body_cut_mid_way_is_an_error_never_a_clean_end(serve, head_and_partia
             received.extend(response.iter_raw())
     assert b"".join(received).startswith(b"hello")
     assert pool.released == [False]
+
+
+@pytest.mark.parametrize("end_arrives", [True, False], ids=["end-received", "end-not-sent"])
+def test_a_response_closed_before_its_end_is_kept_only_if_the_end_already_arrived(
+    serve, end_arrives: bool
+) -> None:
+    """The SDK closes a stream at ``[DONE]``, before the body's last chunk is parsed."""
+    end_sent = threading.Event()
+    release_server = threading.Event()
+
+    def handler(sock: socket.socket) -> None:
+        assert receive_request(sock) is not None
+        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n[DONE]\r\n")
+        assert release_server.wait(WATCHDOG_S)
+        if end_arrives:
+            sock.sendall(b"0\r\n\r\n")  # on loopback, in the client's buffer on return
+        end_sent.set()
+        wait_for_eof(sock)
+
+    server = serve(handler)
+    pool = _TinyPool()
+    with _client(pool) as client:
+        with client.stream("GET", server.url) as response:
+            assert next(response.iter_raw()) == b"[DONE]"
+            release_server.set()
+            assert end_sent.wait(WATCHDOG_S)
+        assert pool.released == [end_arrives]
 
 
 def test_a_server_that_closes_before_answering_is_a_protocol_error(serve) -> None:
@@ -681,7 +647,7 @@ def test_closing_a_connection_in_use_wakes_its_reader(serve) -> None:
     assert next(reads) == b"first"
     closer = threading.Timer(0.05, connection.close)
     closer.start()
-    with pytest.raises(httpx.ReadError):
+    with pytest.raises(httpx.ReadError, match="connection was closed"):
         next(reads)
     response.close()
     closer.join(WATCHDOG_S)

@@ -16,11 +16,18 @@ How a request flows:
 2. It reads until ``h11`` yields the response head (skipping 1xx) and returns an
    ``httpx.Response`` whose stream yields each network read's body bytes as soon as they are
    parsed: a streaming completion is never buffered.
-3. Closing the response releases the connection: when the body was read to its end and both
+3. Closing the response releases the connection: when the body was read to its end (or its
+   end is already received and a short read without waiting reaches it) and both
    sides of ``h11`` are ``DONE``, it starts the next cycle and tells the owner "reusable";
    otherwise (closed early, an error, ``Connection: close``, a cancel) it closes the socket and
    tells the owner "not reusable". The owner learns this through ``on_release``, called once
    for every request that claimed the connection, also when ``handle_request`` raised.
+
+Between requests a connection waits in ``IdleConnections``, which hands out only connections
+still fit to use: within their keep-alive expiry, and not closed by the server meanwhile (an
+idle HTTP/1.1 socket that turns readable was closed). When the server closes a kept-alive
+connection just as a request goes out (no byte of answer), the server never took the request
+up, and ``ConnectionNotAvailable`` tells the pool to send it again on a new connection.
 
 Cancellation shuts the socket down (``SHUT_RDWR``), which wakes a read or write blocked in the
 request's thread; it is armed only while that request owns the connection, so a late cancel
@@ -60,6 +67,8 @@ __all__ = [
 ReleaseCallback = Callable[["HTTP11Connection", bool], None]
 
 _READ_SIZE = 64 * 1024
+#: Most body bytes read (and dropped) to reach the end of a response closed early.
+_DRAIN_LIMIT = 64 * 1024
 #: Largest response head (status line and headers) accepted; httpcore allows the same.
 _MAX_HEAD_BYTES = 100 * 1024
 
@@ -86,7 +95,15 @@ def url_origin_key(url: httpx.URL) -> tuple[str, str, int]:
 
 
 class ConnectionNotAvailable(httpx.ConnectError):
-    """The connection is busy or closed; nothing was sent, so another connection may be tried."""
+    """This connection cannot carry the request, which the server did not process: send it on
+    another connection.
+
+    Raised before anything is sent when the connection is busy, closed or for another origin;
+    and when the server closes a kept-alive connection without a byte of answer to the request
+    just written. That is the keep-alive race — the server closed the idle connection as the
+    request went out — and, as Go's ``net/http`` and curl do, the request is worth one more try
+    on a new connection (only a request whose body can be sent again).
+    """
 
 
 class _State(enum.Enum):
@@ -132,7 +149,8 @@ class HTTP11Connection:
         self._state = _State.IDLE
         self._idle_since = time.monotonic()
         self._in_flight: object | None = None  # the request a cancel may still stop
-        self._cancelled = False
+        self._stopped: str | None = None  # why the socket was shut down under a request
+        self._received_any = False  # any byte of the current request's response
         self._socket_timeout: float | None = sock.gettimeout()
         self.requests = 0
 
@@ -200,7 +218,7 @@ class HTTP11Connection:
             if self._state is _State.CLOSED:
                 return
             if self._state is _State.ACTIVE:
-                self._cancelled = True
+                self._stopped = "the connection was closed"
                 self._shutdown_locked()
                 return
             self._state = _State.CLOSED
@@ -224,6 +242,7 @@ class HTTP11Connection:
                 raise ConnectionNotAvailable(f"connection is {self._state.value}", request=request)
             self._state = _State.ACTIVE
             self._in_flight = in_flight
+            self._received_any = False
             self.requests += 1
         register_cancel(lambda: self._cancel(in_flight))
         timeouts = _Timeouts.of(request)
@@ -234,6 +253,14 @@ class HTTP11Connection:
                 head = self._head_after_failed_write(request, timeouts.read, write_error)
             else:
                 head = self._receive_head(request, timeouts.read)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            self._release(reusable=False)
+            if self._lost_keepalive_race(request):
+                raise ConnectionNotAvailable(
+                    "the server closed this kept-alive connection without answering",
+                    request=request,
+                ) from exc
+            raise
         except BaseException:
             self._release(reusable=False)
             raise
@@ -243,6 +270,15 @@ class HTTP11Connection:
             stream=_ResponseStream(self, request, timeouts.read),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": bytes(head.reason)},
         )
+
+    def _lost_keepalive_race(self, request: httpx.Request) -> bool:
+        if self.requests == 1 or self._received_any or self._stopped is not None:
+            return False  # a new connection, an answer begun, or our own cancel
+        try:
+            request.content  # noqa: B018 - raises if the body cannot be sent again
+        except httpx.RequestNotRead:
+            return False
+        return True
 
     def _send_request(self, request: httpx.Request, timeout: float | None) -> None:
         headers = list(request.headers.raw)
@@ -275,7 +311,7 @@ class HTTP11Connection:
     ) -> h11.Response:
         """A server may answer (413, 401) and close before reading the whole body: its answer
         says more than the broken pipe, so read it if it is there."""
-        if self._cancelled:
+        if self._stopped is not None:
             raise write_error
         try:
             return self._receive_head(request, timeout)
@@ -328,7 +364,7 @@ class HTTP11Connection:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._raise_if_cancelled(request)
+                self._raise_if_stopped(request)
                 raise httpx.RemoteProtocolError(str(exc), request=request) from exc
             if event is not h11.NEED_DATA or not wait:
                 return event
@@ -339,15 +375,18 @@ class HTTP11Connection:
         try:
             data = self._sock.recv(_READ_SIZE)
         except TimeoutError:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.ReadTimeout("timed out reading the response", request=request) from None
         except OSError as exc:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
-        self._raise_if_cancelled(request)
-        if not data and self._h11.their_state is h11.SEND_RESPONSE:
+        self._raise_if_stopped(request)
+        if data:
+            self._received_any = True
+        elif self._h11.their_state is h11.SEND_RESPONSE:
             raise httpx.RemoteProtocolError(
-                "server closed the connection without sending a response", request=request
+                "server closed the connection without sending a complete response head",
+                request=request,
             )
         self._h11.receive_data(data)
 
@@ -358,17 +397,18 @@ class HTTP11Connection:
         try:
             self._sock.sendall(data)
         except TimeoutError:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.WriteTimeout("timed out sending the request", request=request) from None
         except OSError as exc:
-            self._raise_if_cancelled(request)
+            self._raise_if_stopped(request)
             raise httpx.WriteError(str(exc) or repr(exc), request=request) from exc
 
-    def _raise_if_cancelled(self, request: httpx.Request) -> None:
+    def _raise_if_stopped(self, request: httpx.Request) -> None:
         # A shut-down socket reads as end-of-file, which for a body delimited by the close
-        # would pass for a complete response: the flag, set before the shutdown, tells them apart.
-        if self._cancelled:
-            raise httpx.ReadError("the request was cancelled", request=request)
+        # would pass for a complete response: the reason, set before the shutdown, tells them
+        # apart.
+        if self._stopped is not None:
+            raise httpx.ReadError(self._stopped, request=request)
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._socket_timeout:
@@ -381,7 +421,7 @@ class HTTP11Connection:
         with self._lock:
             if self._in_flight is not in_flight:
                 return
-            self._cancelled = True
+            self._stopped = "the request was cancelled"
             self._shutdown_locked()
 
     def _shutdown_locked(self) -> None:
@@ -389,6 +429,27 @@ class HTTP11Connection:
         # TLS state, which the thread blocked in a read may be using at this very moment.
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+
+    def _body_ends_without_waiting(self, request: httpx.Request) -> bool:
+        """Whether the rest of a body closed early is already here (up to a small limit).
+
+        A client that stops at the last event it needs (the ``openai`` SDK stops at
+        ``[DONE]``) leaves the end of the body unread, yet usually already received: reading
+        it without waiting keeps the connection for the next request instead of a new
+        handshake.
+        """
+        if self._stopped is not None:
+            return False
+        left = _DRAIN_LIMIT
+        try:
+            while left > 0:
+                data, complete = self._read_body(request, 0.0)  # 0: never block
+                if complete:
+                    return True
+                left -= len(data)
+        except httpx.HTTPError:  # nothing more received yet, or a broken body
+            return False
+        return False
 
     def _h11_ready_for_next(self) -> bool:
         """Both sides ``DONE`` and nothing after the response: no end-of-file (a body delimited
@@ -407,7 +468,7 @@ class HTTP11Connection:
             if self._state is not _State.ACTIVE:
                 return
             self._in_flight = None
-            reusable = reusable and not self._cancelled and self._h11_ready_for_next()
+            reusable = reusable and self._stopped is None and self._h11_ready_for_next()
             if reusable:
                 self._h11.start_next_cycle()
                 self._state = _State.IDLE
@@ -533,4 +594,5 @@ class _ResponseStream(httpx.SyncByteStream):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._connection._release(reusable=self._complete)
+            complete = self._complete or self._connection._body_ends_without_waiting(self._request)
+            self._connection._release(reusable=complete)
