@@ -607,7 +607,14 @@ def spawn(
         log_path = log_file or Path(tmp) / "server.log"
         log = log_path.open("wb")
         proc = subprocess.Popen(
-            command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+            command,
+            env=env,
+            # ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH:
+            # from elsewhere, --engine-tree's package is the one imported.
+            cwd=tmp if engine_tree is not None else None,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             try:
@@ -674,6 +681,7 @@ def engine_path(tree: Path | None) -> str:
     out = subprocess.run(
         [sys.executable, "-c", "import backend_ai; print(backend_ai.__path__[0])"],
         env=env,
+        cwd=tempfile.gettempdir() if tree is not None else None,
         capture_output=True,
         text=True,
         check=True,

@@ -10,8 +10,9 @@ cancel took, the ERROR log records) and leaves with ``os._exit``, hung threads a
 
 Plan keys: ``base_url``, ``pool`` (``PoolSettings`` keywords), ``options`` (``RunOptions``
 keywords), ``runs``: a list of ``{"sections": [names], "cancel_after_s": float | null,
-"run_timeout_s": float, "prompt_padding": int}``. A section named ``x`` sends the prompt
-``section x r<run>`` (padded to make a large request body). A cancel is
+"run_timeout_s": float, "prompt_padding": int, "alongside": {run spec}}``; ``alongside`` is a
+second run started at the same time on the same client and never cancelled. A section named
+``x`` sends the prompt ``section x r<run>`` (padded to make a large request body). A cancel is
 ``ParallelStreamManager.close()`` from another thread (what a gunicorn shutdown or a stall
 watchdog does); every run gets its own manager over the same SDK client, so the pool's later
 runs can be checked after a cancelled one.
@@ -39,6 +40,8 @@ from backend_ai.app.services.parallel_streaming import (
 )
 
 API_KEY = "sk-test-hostile-5e0f2a9b71c4"
+#: A run's companion (``alongside``) is numbered this much higher in its prompts.
+ALONGSIDE = 100
 
 
 def prompt_of(section: str, run: int = 0) -> str:
@@ -62,6 +65,61 @@ class _ErrorRecords(logging.Handler):
         self.records.append(f"{record.name}: {record.getMessage()}")
 
 
+class _Running:
+    """One run consuming in its own thread, with its own manager over the shared client."""
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        executor: SectionExecutor,
+        options: RunOptions,
+        spec: dict[str, Any],
+        run: int,
+    ) -> None:
+        self.run = run
+        self.manager = ParallelStreamManager(client, options=options, executor=executor)
+        padding = spec.get("prompt_padding", 0)
+        configs = [
+            StreamConfig(name, padded_prompt(name, run, padding)) for name in spec["sections"]
+        ]
+        self.events: list[dict[str, Any]] = []
+
+        def consume() -> None:
+            for event in self.manager.stream(configs):
+                self.events.append(event.payload())
+
+        self.started = time.monotonic()
+        self.consumer = threading.Thread(target=consume, daemon=True)
+        self.consumer.start()
+
+    def cancel(self, timeout: float) -> dict[str, Any]:
+        """``close()`` the run's manager from another thread, as a shutdown or watchdog would."""
+        cancelled = threading.Event()
+
+        def cancel() -> None:
+            self.manager.close()
+            cancelled.set()
+
+        t0 = time.monotonic()
+        threading.Thread(target=cancel, daemon=True).start()
+        returned = cancelled.wait(timeout)
+        return {
+            "cancel_returned": returned,
+            "cancel_s": round(time.monotonic() - t0, 3) if returned else None,
+            # CLOCK_MONOTONIC is system-wide: comparable with the server's own readings.
+            "cancel_at": t0,
+        }
+
+    def finish(self, run_timeout_s: float) -> dict[str, Any]:
+        self.consumer.join(max(0.0, run_timeout_s - (time.monotonic() - self.started)))
+        return {
+            "run": self.run,
+            "ended": not self.consumer.is_alive(),
+            "seconds": round(time.monotonic() - self.started, 3),
+            "events": list(self.events),
+        }
+
+
 def _run(
     client: openai.OpenAI,
     executor: SectionExecutor,
@@ -70,41 +128,24 @@ def _run(
     run: int,
     errors: _ErrorRecords,
 ) -> dict[str, Any]:
-    manager = ParallelStreamManager(client, options=options, executor=executor)
-    padding = spec.get("prompt_padding", 0)
-    configs = [StreamConfig(name, padded_prompt(name, run, padding)) for name in spec["sections"]]
-    events: list[dict[str, Any]] = []
     first_error = len(errors.records)
-
-    def consume() -> None:
-        for event in manager.stream(configs):
-            events.append(event.payload())
-
-    started = time.monotonic()
-    consumer = threading.Thread(target=consume, daemon=True)
-    consumer.start()
-    result: dict[str, Any] = {"run": run, "cancel_returned": None, "cancel_s": None}
+    running = _Running(client, executor, options, spec, run)
+    alongside = spec.get("alongside")
+    companion = (
+        _Running(client, executor, options, alongside, ALONGSIDE + run) if alongside else None
+    )
+    result: dict[str, Any] = {"cancel_returned": None, "cancel_s": None, "cancel_at": None}
     cancel_after = spec.get("cancel_after_s")
     if cancel_after is not None:
-        consumer.join(cancel_after)
-        if consumer.is_alive():
-            cancelled = threading.Event()
-
-            def cancel() -> None:
-                manager.close()
-                cancelled.set()
-
-            t0 = time.monotonic()
-            threading.Thread(target=cancel, daemon=True).start()
-            result["cancel_returned"] = cancelled.wait(spec.get("cancel_timeout_s", 5.0))
-            result["cancel_s"] = round(time.monotonic() - t0, 3) if cancelled.is_set() else None
-    consumer.join(max(0.0, spec["run_timeout_s"] - (time.monotonic() - started)))
-    result.update(
-        ended=not consumer.is_alive(),
-        seconds=round(time.monotonic() - started, 3),
-        events=list(events),
-        error_logs=errors.records[first_error:],
-    )
+        running.consumer.join(cancel_after)
+        if running.consumer.is_alive():
+            result.update(running.cancel(spec.get("cancel_timeout_s", 5.0)))
+    result.update(running.finish(spec["run_timeout_s"]))
+    if companion is not None and alongside is not None:
+        result["alongside"] = companion.finish(
+            alongside.get("run_timeout_s", spec["run_timeout_s"])
+        )
+    result["error_logs"] = errors.records[first_error:]
     return result
 
 
@@ -121,7 +162,7 @@ def main() -> None:
     for run, spec in enumerate(plan["runs"]):
         result = _run(client, executor, options, spec, run, errors)
         print(json.dumps(result), flush=True)
-        if not result["ended"]:
+        if not result["ended"] or not result.get("alongside", {"ended": True})["ended"]:
             break  # the pool is wedged: later runs would only hang as well
     sys.stdout.flush()
     os._exit(0)

@@ -127,6 +127,8 @@ class Request:
     body: bytearray = field(default_factory=bytearray)
     complete: bool = False
     reset_code: int | None = None
+    #: ``time.monotonic()`` when the client's RST_STREAM arrived (system-wide clock).
+    reset_at: float | None = None
 
     @property
     def prompt(self) -> str | None:
@@ -230,6 +232,7 @@ class Peer:
             request = self.requests.get(event.stream_id)
             if request is not None:
                 request.reset_code = int(event.error_code or 0)
+                request.reset_at = time.monotonic()
         elif isinstance(event, h2.events.PingReceived):
             self.pings_received += 1
         elif isinstance(event, h2.events.PingAckReceived):
@@ -336,6 +339,12 @@ class Peer:
                     self._handed_out.add(sid)
                     name = request.prompt or "?"
                     self.serve(sid, [f"{name} one ", f"{name} two ", f"{name} three"])
+
+    def idle_for(self, seconds: float) -> None:
+        """Keep reading (answering PINGs, noting resets) for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.closed and not self.server.stopping:
+            self.pump(min(0.05, max(0.001, deadline - time.monotonic())))
 
     def idle(self) -> None:
         """Keep reading (and answering PINGs) without sending anything, until closed."""
