@@ -16,9 +16,17 @@ path) so that it is not the bottleneck; its own CPU use is measured and reported
 known and the service's overhead is first chunk - TTFT) and ``backend-ai serve`` under gunicorn
 pointed at it, and stops both at the end; ``--server asgi-peer`` spawns the asyncio peer app
 (``scripts/peers/asgi_app.py``) under an ASGI server instead, for comparison.
+``--upstream paced`` spawns ``scripts/peers/paced_upstream.py`` instead of the simulator: the
+same profile at a fraction of the simulator's CPU per chunk (``--upstream-cpu N`` pins it to
+core N), so that on a small machine the server's CPU per chunk is the server's, not a starved
+upstream's. ``--engine-tree DIR`` runs the spawned server on the ``backend_ai`` package found in
+``DIR`` (a checkout or a ``git archive`` of another commit), for A/B runs back to back with the
+same script, client and upstream.
 
     python scripts/load_test_streaming.py --spawn --concurrent 50 --requests 200
     python scripts/load_test_streaming.py --url http://127.0.0.1:8000 --concurrent 10 --duration 30
+    python scripts/load_test_streaming.py --spawn --upstream paced --sweep 20,40 --duration 20 \
+        --engine-tree /tmp/tree-main --json /tmp/load-main.json
 """
 
 from __future__ import annotations
@@ -548,18 +556,20 @@ def spawn(
     asgi_server: str = "auto",
     log_file: Path | None = None,
     upstream_http1: bool = False,
+    upstream: str = "simulator",
+    upstream_cpu: int | None = None,
+    engine_tree: Path | None = None,
 ) -> Iterator[Spawned]:
-    """A simulator with a fixed profile and a server pointed at it; both stopped at the end."""
-    from backend_ai.simulator import SimulatorProcess
-
+    """An upstream with a fixed profile and a server pointed at it; both stopped at the end."""
     profile = {**SPAWN_PROFILE, **(profile or {})}
     port = _free_port()
     with (
-        SimulatorProcess(profile="default", **profile) as sim,
+        _spawn_upstream(upstream, profile, upstream_cpu) as sim,
         tempfile.TemporaryDirectory() as tmp,
     ):
         env = {
             **os.environ,
+            **(_engine_tree_env(engine_tree) if engine_tree is not None else {}),
             "OPENAI_BASE_URL": sim.base_url,
             "OPENAI_API_KEY": "sk-loadtest-dummy",
             "BACKEND_AI_UPSTREAM_SIMULATOR": "1",
@@ -597,7 +607,14 @@ def spawn(
         log_path = log_file or Path(tmp) / "server.log"
         log = log_path.open("wb")
         proc = subprocess.Popen(
-            command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT
+            command,
+            env=env,
+            # ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH:
+            # from elsewhere, --engine-tree's package is the one imported.
+            cwd=tmp if engine_tree is not None else None,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             try:
@@ -623,6 +640,53 @@ def spawn(
             log.close()
             if proc.returncode not in (0, -signal.SIGTERM):
                 print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _spawn_upstream(kind: str, profile: dict[str, Any], cpu: int | None) -> Iterator[Any]:
+    """The simulator, or the lean paced upstream; either has ``base_url``, ``pid``, ``reset()``
+    and ``stats()``."""
+    if kind == "paced":
+        sys.path.insert(0, str(SCRIPTS))
+        from peers.paced_upstream import PacedUpstream
+
+        with PacedUpstream(
+            ttft_ms=float(profile["ttft_ms"]),
+            itl_ms=float(profile["itl_ms"]),
+            tokens=int(profile["tokens"]),
+            jitter=float(profile["jitter"]),
+            cpu=cpu,
+        ) as paced:
+            yield paced
+        return
+    from backend_ai.simulator import SimulatorProcess
+
+    with SimulatorProcess(profile="default", **profile) as sim:
+        if cpu is not None:
+            os.sched_setaffinity(sim.pid, {cpu})
+        yield sim
+
+
+def _engine_tree_env(tree: Path) -> dict[str, str]:
+    """Environment that makes a child Python import ``backend_ai`` from ``tree`` first."""
+    tree = tree.resolve()
+    if not (tree / "backend_ai" / "__init__.py").is_file():
+        raise SystemExit(f"--engine-tree: no backend_ai package in {tree}")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+
+
+def engine_path(tree: Path | None) -> str:
+    """Where the spawned server's ``backend_ai`` comes from (recorded with the results)."""
+    env = {**os.environ, **(_engine_tree_env(tree) if tree is not None else {})}
+    out = subprocess.run(
+        [sys.executable, "-c", "import backend_ai; print(backend_ai.__path__[0])"],
+        env=env,
+        cwd=tempfile.gettempdir() if tree is not None else None,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
 
 
 def machine_busy() -> tuple[float, float]:
@@ -681,6 +745,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--spawn: the server's upstream pool speaks HTTP/1.1 instead of HTTP/2",
     )
+    parser.add_argument(
+        "--upstream",
+        choices=("simulator", "paced"),
+        default="simulator",
+        help="--spawn: the hypercorn simulator, or the lean paced upstream (far less CPU per "
+        "chunk, so the server is what is measured)",
+    )
+    parser.add_argument("--upstream-cpu", type=int, help="--spawn: pin the upstream to this core")
+    parser.add_argument(
+        "--engine-tree",
+        type=Path,
+        help="--spawn: run the server on the backend_ai package in this directory (A/B runs)",
+    )
     parser.add_argument("--json", type=Path, help="write the summary as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
@@ -710,6 +787,9 @@ def main(argv: list[str] | None = None) -> int:
                     asgi_server=args.asgi_server,
                     log_file=args.server_log,
                     upstream_http1=args.upstream_http1,
+                    upstream=args.upstream,
+                    upstream_cpu=args.upstream_cpu,
+                    engine_tree=args.engine_tree,
                 )
             )
             url, ttft = spawned.url, spawned.upstream_ttft_ms
@@ -754,6 +834,10 @@ def main(argv: list[str] | None = None) -> int:
                 summary["upstream"] = upstream
                 summary["upstream_profile"] = {**SPAWN_PROFILE, **json.loads(args.sim or "{}")}
                 summary["server_settings"] = {"workers": args.workers, "threads": args.threads}
+                summary["upstream_kind"] = args.upstream
+                summary["upstream_cpu"] = args.upstream_cpu
+                if args.server == "backend":
+                    summary["engine_path"] = engine_path(args.engine_tree)
             print(format_summary(summary), flush=True)
             summaries.append(summary)
     result: dict[str, Any] = summaries[0] if not args.sweep else {"levels": summaries}

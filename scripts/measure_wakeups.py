@@ -1,24 +1,37 @@
 #!/usr/bin/env python
-"""CPU and voluntary context switches per chunk of the engine at a model-like pace.
+"""CPU per chunk of the engine at a model's pace, beside a single-thread ``h2`` floor, in one run.
 
 K concurrent runs (one consumer thread each, as gunicorn's gthread workers would hold them) of
-3 sections x 60 tokens, chunks ``--itl-ms`` apart (default 30 ms, jitter 0.2), through
-``ParallelStreamManager.stream_sse`` over the pooled HTTP/2 client and over the HTTP/1.1 pool,
-against the simulator in its own process (so its CPU and context switches are not counted).
-``getrusage(RUSAGE_SELF)`` around each level: user + system CPU, voluntary and involuntary
+``--sections`` sections x ``--tokens`` chunks, ``--itl-ms`` apart with ``--jitter`` (default
+25 ms +- 20%: 20-30 ms), through ``ParallelStreamManager.stream_sse`` over the pooled HTTP/2
+client (and, with ``--pools h2,h1``, the HTTP/1.1 pool). In the same repeat, the *floor*
+(``peers/h2_floor.py``) streams the same K x sections requests over one HTTP/2 connection in
+one thread with the ``h2`` library, parsing every SSE line with ``json.loads`` and building
+the outgoing SSE frame: ``engine ÷ floor`` is the cost of everything else. Last, the burst
+figure: the engine's CPU per chunk when each completion arrives in one write
+(``peers/burst_upstream.py``).
+
+The upstream is ``peers/paced_upstream.py`` by default: one thread, a timer heap and
+pre-encoded chunks, in its own process (``--upstream-cpu N`` pins it to core N), so that the
+machine measures the engine rather than the upstream; ``--upstream simulator`` uses the
+hypercorn simulator instead (several times the upstream CPU per chunk).
+
+``getrusage(RUSAGE_SELF)`` around each level: user + system CPU and voluntary / involuntary
 context switches of every thread of this process, divided by the content chunks delivered.
-Each repeat runs every (K, pool) level once, in turn, so both pools see the same neighbours.
+Each repeat runs every level in turn, so engine and floor see the same neighbours; the ratio
+is taken within a repeat. The machine may be shared: each row records the CPU used by other
+processes during the level (``others_percent``, % of one core, from ``/proc/stat``) and by
+the upstream (``upstream_percent``).
 
-    python scripts/measure_wakeups.py                       # K = 1, 10, 20; 3 repeats
-    python scripts/measure_wakeups.py --ks 20 --repeats 5 --json /tmp/wakeups.json
-
-The machine may be shared: the JSON records the CPU used by other processes during each level
-(``others_percent``, % of one core) from ``/proc/stat``.
+    python scripts/measure_wakeups.py                        # K = 10, 20; 3 repeats; burst
+    python scripts/measure_wakeups.py --ks 10,20 --repeats 5 --json docs/benchmarks/wakeups.json
+    python scripts/measure_wakeups.py --quick                # a few seconds: the smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -27,62 +40,79 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_test_streaming import machine_busy, process_tree_cpu_s
-from peers.base import section_configs
+from peers.base import Section, section_configs
+from peers.burst_upstream import BurstUpstream
 from peers.engine import EnginePeer
-from peers.harness import sim_sections
-
-from backend_ai.simulator import run_simulator
+from peers.h2_floor import read_streams
+from peers.harness import run_once, sim_sections
+from peers.paced_upstream import PacedUpstream
 
 _CHUNK_FRAME = 'data: {"type":"chunk"'
 
 
-def _level(peer: EnginePeer, configs: Any, k: int, sim_pid: int) -> dict[str, Any]:
-    counts: list[int] = []
-    lock = threading.Lock()
-
-    def user() -> None:
-        n = 0
-        for frame in peer.manager.stream_sse(configs):
-            if frame.startswith(_CHUNK_FRAME):
-                n += 1
-        with lock:
-            counts.append(n)
-
-    threads = [threading.Thread(target=user) for _ in range(k)]
-    busy0, sim0 = machine_busy()[0], process_tree_cpu_s(sim_pid)
+def _measured(work: Callable[[], int], upstream_pid: int) -> dict[str, Any]:
+    """Run ``work`` (it returns the chunks delivered) and take this process's CPU around it."""
+    busy0, up0 = machine_busy()[0], process_tree_cpu_s(upstream_pid)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    chunks = work()
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    busy1, sim1 = machine_busy()[0], process_tree_cpu_s(sim_pid)
-    chunks = sum(counts)
+    busy1, up1 = machine_busy()[0], process_tree_cpu_s(upstream_pid)
     user_s = r1.ru_utime - r0.ru_utime
     sys_s = r1.ru_stime - r0.ru_stime
     machine_pct = 100 * (busy1 - busy0) / wall
     self_pct = 100 * (user_s + sys_s) / wall
-    sim_pct = 100 * (sim1 - sim0) / wall
+    up_pct = 100 * (up1 - up0) / wall
+    per = max(chunks, 1)
     return {
         "chunks": chunks,
         "wall_s": round(wall, 3),
-        "cpu_us_per_chunk": round((user_s + sys_s) * 1e6 / chunks, 1),
-        "user_us_per_chunk": round(user_s * 1e6 / chunks, 1),
-        "sys_us_per_chunk": round(sys_s * 1e6 / chunks, 1),
-        "voluntary_ctx_per_chunk": round((r1.ru_nvcsw - r0.ru_nvcsw) / chunks, 2),
-        "involuntary_ctx_per_chunk": round((r1.ru_nivcsw - r0.ru_nivcsw) / chunks, 2),
+        "cpu_us_per_chunk": round((user_s + sys_s) * 1e6 / per, 1),
+        "user_us_per_chunk": round(user_s * 1e6 / per, 1),
+        "sys_us_per_chunk": round(sys_s * 1e6 / per, 1),
+        "voluntary_ctx_per_chunk": round((r1.ru_nvcsw - r0.ru_nvcsw) / per, 2),
+        "involuntary_ctx_per_chunk": round((r1.ru_nivcsw - r0.ru_nivcsw) / per, 2),
         "self_percent": round(self_pct, 1),
-        "simulator_percent": round(sim_pct, 1),
-        "others_percent": round(max(0.0, machine_pct - self_pct - sim_pct), 1),
+        "upstream_percent": round(up_pct, 1),
+        "others_percent": round(max(0.0, machine_pct - self_pct - up_pct), 1),
     }
+
+
+def _engine_level(peer: EnginePeer, configs: Any, k: int) -> Callable[[], int]:
+    def work() -> int:
+        counts: list[int] = []
+        lock = threading.Lock()
+
+        def user() -> None:
+            n = 0
+            for text in peer.manager.stream_sse(configs):
+                n += text.count(_CHUNK_FRAME)  # one write may carry several frames
+            with lock:
+                counts.append(n)
+
+        threads = [threading.Thread(target=user) for _ in range(k)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(counts)
+
+    return work
+
+
+def _floor_level(base_url: str, sections: list[Section], k: int) -> Callable[[], int]:
+    def work() -> int:
+        return read_streams(base_url, [sections] * k).chunks
+
+    return work
 
 
 def _commit() -> str | None:
@@ -99,20 +129,87 @@ def _commit() -> str | None:
     return out.stdout.strip() or None
 
 
+@contextlib.contextmanager
+def _upstream(kind: str, controls: dict[str, Any], cpu: int | None) -> Iterator[Any]:
+    if kind == "paced":
+        with PacedUpstream(
+            ttft_ms=controls["ttft_ms"],
+            itl_ms=controls["itl_ms"],
+            tokens=controls["tokens"],
+            jitter=controls["jitter"],
+            cpu=cpu,
+        ) as upstream:
+            yield upstream
+    else:
+        from backend_ai.simulator import run_simulator
+
+        with run_simulator(profile="fast") as sim:
+            if cpu is not None:
+                os.sched_setaffinity(sim.pid, {cpu})
+            yield sim
+
+
+def _burst(tokens: int, sections: int, repeats: int) -> dict[str, Any]:
+    """Engine CPU per chunk with each completion in one write (the ≤ 15 µs target)."""
+    burst_sections = sim_sections(sections, {"tokens": tokens}, tag="burst")
+    values = []
+    with BurstUpstream() as upstream:
+        peer = EnginePeer(upstream.base_url, sse=True)
+        try:
+            run_once(peer, burst_sections)  # warm: connection, imports, thread pool
+            for _ in range(repeats):
+                result = run_once(peer, burst_sections)
+                if result.aborted or not result.cpu_us_per_chunk:
+                    raise RuntimeError(f"burst run failed: {result.aborted}")
+                values.append(round(result.cpu_us_per_chunk, 2))
+        finally:
+            peer.close()
+    return {
+        "sections": sections,
+        "tokens": tokens,
+        "cpu_us_per_chunk": {
+            "median": round(statistics.median(values), 2),
+            "min": min(values),
+            "max": max(values),
+        },
+    }
+
+
+def _stat(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 2), "min": min(values), "max": max(values)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ks", default="1,10,20", help="concurrent runs per level")
-    parser.add_argument("--pools", default="h2,h1", help="h2 (pooled HTTP/2), h1 (HTTP/1.1)")
+    parser.add_argument("--ks", default="10,20", help="concurrent runs per level")
+    parser.add_argument("--pools", default="h2", help="h2 (pooled HTTP/2), h1 (HTTP/1.1)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--itl-ms", type=float, default=30.0)
-    parser.add_argument("--tokens", type=int, default=60)
+    parser.add_argument("--itl-ms", type=float, default=25.0)
+    parser.add_argument("--jitter", type=float, default=0.2)
+    parser.add_argument("--ttft-ms", type=float, default=50.0)
+    parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--sections", type=int, default=3)
+    parser.add_argument("--upstream", choices=("paced", "simulator"), default="paced")
+    parser.add_argument("--upstream-cpu", type=int, help="pin the upstream to this core")
+    parser.add_argument(
+        "--burst-tokens", type=int, default=2000, help="chunks per section of the burst figure"
+    )
+    parser.add_argument("--no-floor", action="store_true", help="engine rows only")
+    parser.add_argument("--quick", action="store_true", help="K = 2, 10 tokens, 1 repeat")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.ks, args.repeats, args.tokens, args.burst_tokens = "2", 1, 10, 200
     ks = [int(v) for v in args.ks.split(",")]
     pools = args.pools.split(",")
-    controls = {"ttft_ms": 50, "itl_ms": args.itl_ms, "tokens": args.tokens, "jitter": 0.2}
-    configs = section_configs(sim_sections(args.sections, controls))
+    controls = {
+        "ttft_ms": args.ttft_ms,
+        "itl_ms": args.itl_ms,
+        "tokens": args.tokens,
+        "jitter": args.jitter,
+    }
+    sections = sim_sections(args.sections, controls)
+    configs = section_configs(sections)
     import backend_ai
 
     results: dict[str, Any] = {
@@ -123,29 +220,42 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "nproc": os.cpu_count(),
         "python": sys.version.split()[0],
+        "upstream": args.upstream,
+        "upstream_cpu": args.upstream_cpu,
         "controls": controls,
         "sections": args.sections,
         "runs": [],
     }
-    print(f"engine from {results['engine_path']}", flush=True)
-    with run_simulator(profile="fast") as sim:
-        peers = {pool: EnginePeer(sim.base_url, http2=(pool == "h2"), sse=True) for pool in pools}
+    print(f"engine from {results['engine_path']}; upstream: {args.upstream}", flush=True)
+    with _upstream(args.upstream, controls, args.upstream_cpu) as upstream:
+        peers = {
+            pool: EnginePeer(upstream.base_url, http2=(pool == "h2"), sse=True) for pool in pools
+        }
         try:
             for peer in peers.values():  # warm: connections, imports, thread pool
                 list(peer.manager.stream_sse(configs))
+            if not args.no_floor:
+                read_streams(upstream.base_url, [sections])
             for repeat in range(args.repeats):
                 for k in ks:
-                    for pool, peer in peers.items():
-                        row = {"repeat": repeat, "k": k, "pool": pool}
-                        row.update(_level(peer, configs, k, sim.pid))
+                    levels: list[tuple[str, Callable[[], int]]] = [
+                        (pool, _engine_level(peer, configs, k)) for pool, peer in peers.items()
+                    ]
+                    if not args.no_floor:
+                        levels.append(("floor", _floor_level(upstream.base_url, sections, k)))
+                    for name, work in levels:
+                        row = {"repeat": repeat, "k": k, "pool": name}
+                        row.update(_measured(work, upstream.pid))
                         results["runs"].append(row)
                         print(json.dumps(row), flush=True)
         finally:
             for peer in peers.values():
                 peer.close()
+    if args.burst_tokens:
+        results["burst"] = _burst(args.burst_tokens, args.sections, max(3, args.repeats))
     summary = []
     for k in ks:
-        for pool in pools:
+        for pool in [*pools, *([] if args.no_floor else ["floor"])]:
             rows = [r for r in results["runs"] if r["k"] == k and r["pool"] == pool]
             entry: dict[str, Any] = {"k": k, "pool": pool, "repeats": len(rows)}
             for key in (
@@ -154,34 +264,56 @@ def main(argv: list[str] | None = None) -> int:
                 "sys_us_per_chunk",
                 "voluntary_ctx_per_chunk",
                 "involuntary_ctx_per_chunk",
+                "upstream_percent",
                 "others_percent",
             ):
-                values = [r[key] for r in rows]
-                entry[key] = {
-                    "median": round(statistics.median(values), 2),
-                    "min": min(values),
-                    "max": max(values),
+                entry[key] = _stat([r[key] for r in rows])
+            if pool != "floor" and not args.no_floor:
+                # Ratio within each repeat (same neighbours), then the median over repeats.
+                floors = {
+                    r["repeat"]: r["cpu_us_per_chunk"]
+                    for r in results["runs"]
+                    if r["k"] == k and r["pool"] == "floor"
                 }
+                entry["engine_over_floor"] = _stat(
+                    [round(r["cpu_us_per_chunk"] / floors[r["repeat"]], 2) for r in rows]
+                )
             summary.append(entry)
     results["summary"] = summary
     results["loadavg"] = os.getloadavg()
     print()
-    print("| K runs | pool | CPU µs/chunk | user | sys | voluntary ctx/chunk | others % |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| K runs | pool | CPU µs/chunk | ÷ floor | user | sys | voluntary ctx/chunk "
+        "| upstream % | others % |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for e in summary:
 
         def fmt(key: str, e: dict[str, Any] = e) -> str:
             v = e[key]
             return f"{v['median']:g} ({v['min']:g}–{v['max']:g})"
 
+        ratio = fmt("engine_over_floor") if "engine_over_floor" in e else "–"
         print(
-            f"| {e['k']} | {e['pool']} | {fmt('cpu_us_per_chunk')} | "
+            f"| {e['k']} | {e['pool']} | {fmt('cpu_us_per_chunk')} | {ratio} | "
             f"{e['user_us_per_chunk']['median']:g} | {e['sys_us_per_chunk']['median']:g} | "
-            f"{fmt('voluntary_ctx_per_chunk')} | {fmt('others_percent')} |"
+            f"{fmt('voluntary_ctx_per_chunk')} | {e['upstream_percent']['median']:g} | "
+            f"{fmt('others_percent')} |"
+        )
+    if "burst" in results:
+        b = results["burst"]
+        print(
+            f"\nburst ({b['sections']} sections x {b['tokens']} chunks, one write each): "
+            f"{fmt_stat(b['cpu_us_per_chunk'])} µs CPU per chunk"
         )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def fmt_stat(v: dict[str, float]) -> str:
+    return f"{v['median']:g} ({v['min']:g}–{v['max']:g})"
 
 
 if __name__ == "__main__":

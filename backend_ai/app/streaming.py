@@ -220,7 +220,8 @@ class OpenedRun:
     """A run whose ``start`` event has been taken, ready to become a response."""
 
     started: RunStarted
-    events: Generator[Event, None, None]
+    #: The rest of the run, in lists of the events that were ready together.
+    batches: Generator[list[Event], None, None]
     recorder: RunRecorder
     #: The app-level ``reading`` event's fields (what the server drew or cast for this
     #: reading), sent before the engine's frames; None sends none.
@@ -249,16 +250,16 @@ def open_run(
     reading: Mapping[str, Any] | None = None,
 ) -> OpenedRun:
     """Start the run and take its ``start`` event; errors here still become JSON errors."""
-    events = state.manager.stream(
+    batches = state.manager.stream_batches(
         list(configs), options=state.run_options(mode), request_id=request_id
     )
     try:
-        started = next(events)
+        (started,) = next(batches)
     except BaseException:
-        events.close()
+        batches.close()
         raise
     if not isinstance(started, RunStarted):  # the engine's contract: start comes first
-        events.close()
+        batches.close()
         raise RuntimeError(f"the run began with {type(started).__name__}, not RunStarted")
     recorder = RunRecorder(
         state,
@@ -269,11 +270,11 @@ def open_run(
         received_at=received_at,
     )
     recorder.observe(started)
-    return OpenedRun(started=started, events=events, recorder=recorder, reading=reading)
+    return OpenedRun(started=started, batches=batches, recorder=recorder, reading=reading)
 
 
 def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
-    recorder, events, metrics = run.recorder, run.events, state.metrics
+    recorder, events, metrics = run.recorder, run.batches, state.metrics
     metrics.active_streams.inc()
     try:
         if run.reading is not None:
@@ -281,9 +282,15 @@ def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
         yield encode_event(run.started).encode()
         metrics.first_byte.labels(recorder.route).observe(recorder.elapsed_ms() / 1000)
         try:
-            for event in events:
-                recorder.observe(event)
-                yield encode_event(event).encode()
+            for batch in events:
+                # The events that were ready together go out in one write.
+                frames = []
+                for event in batch:
+                    recorder.observe(event)
+                    frames.append(encode_event(event))
+                    if recorder.done is not None:
+                        break
+                yield "".join(frames).encode()
                 if recorder.done is not None:
                     return
         except Exception as exc:  # a bug in the run: end the stream properly, log no details

@@ -9,7 +9,13 @@
    reset with INTERNAL_ERROR, after the data already sent has been flushed, which is what a
    real upstream's proxy does when its backend dies mid-response.
 
-Both are installed by :func:`install` into hypercorn's module namespace; the simulator runs in
+3. Flow control that pushes back on the app. With a stream's send window at zero, hypercorn
+   still takes a zero-byte slice of the stream's buffer, which wakes the app's blocked
+   ``send`` every time: a client that stops reading then makes the simulator buffer the whole
+   response in memory instead of pausing the generator. Here nothing is taken while the window
+   is closed, so the app waits, as a real upstream does.
+
+All are installed by :func:`install` into hypercorn's module namespace; the simulator runs in
 its own process, so nothing else is affected.
 """
 
@@ -47,6 +53,16 @@ class ResettingH2Protocol(H2Protocol):
                 await self._reset_stream(event.stream_id, buffer)
         await super().stream_send(event)
 
+    async def _send_data(self, stream_id: int) -> None:
+        buffer = self.stream_buffers.get(stream_id)
+        window_closed = False
+        with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
+            window_closed = self.connection.local_flow_control_window(stream_id) <= 0
+        if buffer is not None and buffer.buffer and window_closed:
+            self.priority.block(stream_id)  # unblocked by the client's next WINDOW_UPDATE
+            return
+        await super()._send_data(stream_id)
+
     async def _reset_stream(self, stream_id: int, buffer: Any) -> None:
         # Let the chunks the app already sent reach the client, as a dying backend's would.
         with contextlib.suppress(TimeoutError):
@@ -78,6 +94,6 @@ class ConnectionTaggingWrapper(ProtocolWrapper):
 
 
 def install() -> None:
-    """Make hypercorn use the two adaptations (idempotent)."""
+    """Make hypercorn use these adaptations (idempotent)."""
     hypercorn.protocol.H2Protocol = ResettingH2Protocol  # type: ignore[misc]
     hypercorn.asyncio.tcp_server.ProtocolWrapper = ConnectionTaggingWrapper  # type: ignore[misc]

@@ -26,7 +26,8 @@ from backend_ai.app.services.parallel_streaming import (
     close_http_client,
     get_http_client,
 )
-from backend_ai.app.services.parallel_streaming.transport import CancelScope
+from backend_ai.app.services.parallel_streaming.cancel import CancelScope
+from backend_ai.app.services.parallel_streaming.transport import UpstreamTransport
 from backend_ai.app.services.parallel_streaming.upstream import iter_sse_data
 from backend_ai.errors import LifecycleError
 
@@ -300,9 +301,13 @@ def test_process_wide_client_defaults(monkeypatch):
     close_http_client()
     try:
         client = get_http_client()
-        pool = client._transport._pool  # type: ignore[attr-defined]
-        assert (pool._max_keepalive_connections, pool._max_connections) == (10, 20)
-        assert pool._http2 is True
+        transport = client._transport  # httpx keeps no public handle on it
+        assert isinstance(transport, UpstreamTransport)
+        assert (transport.pool.max_keepalive_connections, transport.pool.max_connections) == (
+            10,
+            20,
+        )
+        assert transport.http2 is True
         assert client.timeout == httpx.Timeout(60, connect=15)
     finally:
         close_http_client()
@@ -316,8 +321,9 @@ def test_process_wide_client_reads_the_environment(monkeypatch):
     close_http_client()
     try:
         client = get_http_client()
-        pool = client._transport._pool  # type: ignore[attr-defined]
-        assert (pool._max_keepalive_connections, pool._max_connections) == (3, 7)
+        transport = client._transport  # httpx keeps no public handle on it
+        assert isinstance(transport, UpstreamTransport)
+        assert (transport.pool.max_keepalive_connections, transport.pool.max_connections) == (3, 7)
         assert client.timeout == httpx.Timeout(12.5, connect=2)
     finally:
         close_http_client()
@@ -463,7 +469,9 @@ def test_build_http_client_is_closeable_and_independent():
     second = build_http_client(H2)
     try:
         assert first is not second
-        assert first._transport._pool is not second._transport._pool  # type: ignore[attr-defined]
+        assert isinstance(first._transport, UpstreamTransport)
+        assert isinstance(second._transport, UpstreamTransport)
+        assert first._transport.pool is not second._transport.pool
     finally:
         first.close()
         second.close()

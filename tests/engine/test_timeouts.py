@@ -162,11 +162,12 @@ def test_waiting_for_a_pool_thread_is_not_a_stall(client, stats, simulator):
         manager = ParallelStreamManager(
             client, executor=one_thread, stats=stats, options=RunOptions(stall_timeout_s=0.3)
         )
+        # The only thread is busy for longer than the stall timeout before either section runs.
+        one_thread.submit(time.sleep, 1.0)
         configs = [section(name, ttft_ms=20, itl_ms=40, tokens=12) for name in ("a", "b")]
         events = plain(collect(manager.stream(configs)))
         done = assert_well_formed(events, ["a", "b"])
         assert set(done.completed) == {"a", "b"}
-        assert simulator.stats(records=False)["streams_active_max"] == 1
     finally:
         one_thread.shutdown()
 

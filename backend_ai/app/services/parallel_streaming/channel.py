@@ -1,14 +1,20 @@
 """Fan-in of one run: many section workers produce, the run's consumer reads, memory is bounded.
 
-Workers post content chunks in batches — every chunk one network read completed — so a burst
-costs one hand-off instead of one per chunk. At most ``capacity`` chunks (plus one batch per
-worker) wait between the workers and the consumer. A worker that finds no room waits — its
-upstream read pauses, and flow control pushes back on the upstream once the socket buffers
-(HTTP/1.1) or the stream's 16 MiB HTTP/2 window (httpcore's setting) fill — until the
-consumer catches up, its section is cancelled, or ``backpressure_timeout_s`` passes — then it
-gives its section up with ``slow_consumer``. Control items (section start and end) always get
-through: there are at most a few per section, and a worker's end item must never be lost, or
-the consumer would wait for it forever.
+Producers post content chunks in batches — every chunk one network read completed — so a
+burst costs one hand-off instead of one per chunk. At most ``capacity`` chunks (plus one batch
+per producer) wait between the producers and the consumer. Two kinds of producer:
+
+* a section's worker thread (``put_chunks``) that finds no room waits — its upstream read
+  pauses, and flow control pushes back on the upstream once the socket buffers fill — until
+  the consumer catches up, its section is cancelled, or ``backpressure_timeout_s`` passes;
+  then it gives its section up with ``slow_consumer``;
+* an HTTP/2 connection's reader thread (``offer_chunks``), which serves every stream of its
+  connection and so must never wait: when there is no room it keeps the batch, stops
+  returning that stream's flow-control window (the upstream pauses) and is called back from
+  ``get`` once the consumer made room.
+
+Control items (section start and end) always get through: there are at most a few per
+section, and an end item must never be lost, or the consumer would wait for it forever.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from backend_ai.app.services.parallel_streaming.events import ContentChunk, ErrorCode
@@ -37,6 +44,11 @@ class RunChannel:
         self._lock = threading.Lock()
         self._room = threading.Event()
         self._waiting = 0
+        self._room_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def backpressure_timeout_s(self) -> float:
+        return self._backpressure_timeout_s
 
     @property
     def in_flight(self) -> int:
@@ -80,6 +92,24 @@ class RunChannel:
             with self._lock:
                 self._waiting -= 1
 
+    def offer_chunks(self, chunks: list[ContentChunk], on_room: Callable[[], None]) -> bool:
+        """Post a batch without waiting; when full, return False and call ``on_room`` once (from
+        the consumer's ``get``) when there is room again."""
+        with self._lock:
+            if self._in_flight >= self._capacity:
+                self._room_callbacks.append(on_room)
+                return False
+            self._in_flight += len(chunks)
+        self._items.put(chunks)
+        return True
+
+    def force_chunks(self, chunks: list[ContentChunk]) -> None:
+        """Post a batch whatever the room: for chunks already received when their stream ends,
+        which are bounded by the stream's flow-control window."""
+        with self._lock:
+            self._in_flight += len(chunks)
+        self._items.put(chunks)
+
     def put_control(self, item: object) -> None:
         self._items.put(item)
 
@@ -90,9 +120,16 @@ class RunChannel:
         except queue.Empty:
             return None
         if type(item) is list:
+            callbacks = None
             with self._lock:
                 self._in_flight -= len(item)
-                wake = self._waiting and self._in_flight < self._capacity
+                room = self._in_flight < self._capacity
+                wake = self._waiting and room
+                if room and self._room_callbacks:
+                    callbacks, self._room_callbacks = self._room_callbacks, []
             if wake:
                 self._room.set()
+            if callbacks:
+                for callback in callbacks:
+                    callback()
         return item

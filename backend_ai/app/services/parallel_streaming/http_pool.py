@@ -2,8 +2,11 @@
 
 One ``httpx.Client`` per process: HTTP/2 multiplexes a run's parallel streams over one TCP
 connection, keep-alive saves the handshake on every request, and one pool bounds the sockets a
-process opens. It is built on ``CancellableTransport`` so a closed or cancelled stream is reset
-upstream at once. The client is created lazily (so a gunicorn master that forks workers never
+process opens. It is built on ``UpstreamTransport`` so a closed or cancelled stream is reset
+upstream at once. Behind a proxy (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` in the
+environment) it uses httpx's own transport instead, which speaks through proxies; streams are
+then cancelled by shutting their socket down (HTTP/1.1) or when their worker next reads. The
+client is created lazily (so a gunicorn master that forks workers never
 shares a socket with them), dropped in a forked child, and closed by ``close_http_client()``.
 """
 
@@ -13,12 +16,13 @@ import math
 import os
 import ssl
 import threading
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
 
-from backend_ai.app.services.parallel_streaming.transport import CancellableTransport
+from backend_ai.app.services.parallel_streaming.transport import UpstreamTransport
 from backend_ai.errors import ConfigError, LifecycleError
 
 __all__ = [
@@ -78,6 +82,10 @@ class PoolSettings:
     http2: bool = True
     #: Speak HTTP/2 on cleartext ``http://`` URLs without negotiation (h2c prior knowledge).
     http2_prior_knowledge: bool = False
+    #: An HTTP/2 connection that heard nothing for this long is sent a PING ...
+    ping_interval_s: float = 5.0
+    #: ... and closed, failing its streams, when the answer takes longer than this.
+    ping_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("max_keepalive_connections", "max_connections"):
@@ -89,7 +97,13 @@ class PoolSettings:
                 f"max_keepalive_connections ({self.max_keepalive_connections}) cannot exceed "
                 f"max_connections ({self.max_connections})"
             )
-        for name in ("keepalive_expiry_s", "timeout_s", "connect_timeout_s"):
+        for name in (
+            "keepalive_expiry_s",
+            "timeout_s",
+            "connect_timeout_s",
+            "ping_interval_s",
+            "ping_timeout_s",
+        ):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -117,6 +131,8 @@ class PoolSettings:
             http2_prior_knowledge=_env_flag(
                 env, "HTTP2_PRIOR_KNOWLEDGE", defaults.http2_prior_knowledge
             ),
+            ping_interval_s=_env_number(env, "PING_INTERVAL", defaults.ping_interval_s),
+            ping_timeout_s=_env_number(env, "PING_TIMEOUT", defaults.ping_timeout_s),
         )
 
 
@@ -125,19 +141,36 @@ def build_http_client(
 ) -> httpx.Client:
     """A new pooled client with cancellable streams (tests and benchmarks build their own)."""
     settings = settings or PoolSettings()
-    http1 = not settings.http2_prior_knowledge
-    limits = httpx.Limits(
-        max_keepalive_connections=settings.max_keepalive_connections,
+    timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+    if _environment_proxies():
+        return httpx.Client(
+            verify=verify,
+            http2=settings.http2,
+            limits=httpx.Limits(
+                max_keepalive_connections=settings.max_keepalive_connections,
+                max_connections=settings.max_connections,
+                keepalive_expiry=settings.keepalive_expiry_s,
+            ),
+            timeout=timeout,
+        )
+    transport = UpstreamTransport(
+        verify=verify,
+        http2=settings.http2,
+        http2_prior_knowledge=settings.http2_prior_knowledge,
         max_connections=settings.max_connections,
-        keepalive_expiry=settings.keepalive_expiry_s,
+        max_keepalive_connections=settings.max_keepalive_connections,
+        keepalive_expiry_s=settings.keepalive_expiry_s,
+        ping_interval_s=settings.ping_interval_s,
+        ping_timeout_s=settings.ping_timeout_s,
+        write_timeout_s=settings.timeout_s,
     )
-    transport = CancellableTransport(
-        verify=verify, http1=http1, http2=settings.http2, limits=limits
-    )
-    return httpx.Client(
-        transport=transport,
-        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-    )
+    return httpx.Client(transport=transport, timeout=timeout)
+
+
+def _environment_proxies() -> bool:
+    """True when the environment names a proxy for HTTP(S) (the variables httpx honours)."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("https", "http", "all"))
 
 
 class HttpClientPool:

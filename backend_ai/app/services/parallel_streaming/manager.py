@@ -2,7 +2,9 @@
 
 The consumer of a run is the caller's own thread (a WSGI request thread): ``stream()`` is a
 plain generator. It submits section workers to the shared bounded executor, then loops on the
-run's channel, yielding events as they arrive, and in the same loop keeps the run's timers —
+run's channel, yielding events as they arrive — everything queued when it wakes up goes out
+together (``stream_batches``, ``stream_sse``: one write) — and in the same loop keeps the run's
+timers —
 stall timeouts, the run deadline, heartbeats and the rate-limit fallback schedule. No extra
 thread watches a run, so a run costs only its section workers.
 
@@ -70,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest the consumer sleeps between timer checks (stall, deadline, heartbeat, fallback).
 _MAX_TICK_S = 0.25
+#: The most events the consumer gathers before it hands them on (a bound on what it holds).
+_MAX_BATCH_EVENTS = 256
 #: How long closing a run waits for its cancelled workers to leave their threads.
 _CANCEL_GRACE_S = 1.0
 
@@ -120,6 +124,26 @@ class ParallelStreamManager:
         request_id: str | None = None,
     ) -> Generator[Event, None, None]:
         """Validate, then return the run's event generator (nothing starts until iterated)."""
+        return self._open(configs, options=options, request_id=request_id).events()
+
+    def stream_batches(
+        self,
+        configs: Iterable[StreamConfig],
+        *,
+        options: RunOptions | None = None,
+        request_id: str | None = None,
+    ) -> Generator[list[Event], None, None]:
+        """Like ``stream``, in lists of the events that were ready together (the first list
+        holds only ``start``): write each list at once to save a write per event."""
+        return self._open(configs, options=options, request_id=request_id).batches()
+
+    def _open(
+        self,
+        configs: Iterable[StreamConfig],
+        *,
+        options: RunOptions | None,
+        request_id: str | None,
+    ) -> _Run:
         if self._closed:
             raise LifecycleError("this ParallelStreamManager is closed")
         sections = validate_configs(configs)
@@ -136,7 +160,7 @@ class ParallelStreamManager:
             request_id=request_id or uuid.uuid4().hex,
         )
         self._active.add(run)
-        return run.events()
+        return run
 
     def stream_sse(
         self,
@@ -145,16 +169,20 @@ class ParallelStreamManager:
         options: RunOptions | None = None,
         request_id: str | None = None,
     ) -> Iterator[str]:
-        """The run as ready SSE text frames (see ``sse.encode_event``)."""
-        return _encoded(self.stream(configs, options=options, request_id=request_id))
+        """The run as ready SSE text (see ``sse.encode_event``): the frames of the events that
+        were ready together come joined in one string, to be written at once."""
+        return _encoded(self.stream_batches(configs, options=options, request_id=request_id))
 
 
-def _encoded(events: Generator[Event, None, None]) -> Generator[str, None, None]:
+def _encoded(batches: Generator[list[Event], None, None]) -> Generator[str, None, None]:
     try:
-        for event in events:
-            yield encode_event(event)
+        for batch in batches:
+            if len(batch) == 1:
+                yield encode_event(batch[0])
+            else:
+                yield "".join([encode_event(event) for event in batch])
     finally:
-        events.close()
+        batches.close()
 
 
 _SHUT_DOWN = object()
@@ -319,6 +347,21 @@ class _Run:
     # -- the consumer loop ----------------------------------------------------------------
 
     def events(self) -> Generator[Event, None, None]:
+        """The run's events one by one (see ``batches``)."""
+        batches = self.batches()
+        try:
+            for batch in batches:
+                yield from batch
+        finally:
+            batches.close()
+
+    def batches(self) -> Generator[list[Event], None, None]:
+        """The run's events, in lists: everything that was ready when the consumer woke up.
+
+        The consumer drains the channel before it waits again, so a burst — or the chunks of
+        several sections that arrived while it was writing — goes out as one list, which the
+        SSE layer writes as one write.
+        """
         options = self.options
         started = time.monotonic()
         deadline = None if options.deadline_s is None else started + options.deadline_s
@@ -329,8 +372,10 @@ class _Run:
         get = self.channel.get
         monotonic = time.monotonic
         finished = False
+        out_batch: list[Event] = []
+        emit = out_batch.extend
         try:
-            yield RunStarted(request_id=self.request_id, sections=self.names, mode=options.mode)
+            yield [RunStarted(request_id=self.request_id, sections=self.names, mode=options.mode)]
             last_out = now = monotonic()
             next_tick = now + self.tick_s
             self._schedule(now)
@@ -344,10 +389,10 @@ class _Run:
                             out = push(event)
                             if out:
                                 last_out = now
-                                yield from out
+                                emit(out)
                     if heartbeat_s is not None and now - last_out >= heartbeat_s:
                         last_out = now
-                        yield Heartbeat()
+                        out_batch.append(Heartbeat())
                     next_tick = now + self.tick_s
                 if not self.running:
                     self._schedule(now)  # e.g. the rate-limit wait just ended
@@ -358,7 +403,13 @@ class _Run:
                     wake_at = min(wake_at, deadline)
                 if self.fallback and not self.running:
                     wake_at = min(wake_at, self.resume_at)
-                item = get(max(0.0, wake_at - now))
+                item = get(0.0) if len(out_batch) < _MAX_BATCH_EVENTS else None
+                if item is None:
+                    if out_batch:
+                        yield out_batch
+                        out_batch = []
+                        emit = out_batch.extend
+                    item = get(max(0.0, wake_at - monotonic()))
                 now = monotonic()
                 if item is None:
                     continue
@@ -366,13 +417,13 @@ class _Run:
                     # The hot path: a batch of one section's chunks.
                     if interleaved:
                         last_out = now
-                        yield from item
+                        emit(item)
                         continue
                     for chunk in item:
                         out = push(chunk)
                         if out:
                             last_out = now
-                            yield from out
+                            emit(out)
                     continue
                 if item is _SHUT_DOWN:
                     ended = self._stop_for_shutdown()
@@ -385,15 +436,18 @@ class _Run:
                     out = push(event)
                     if out:
                         last_out = now
-                        yield from out
+                        emit(out)
             finished = True
-            yield RunDone(
-                request_id=self.request_id,
-                duration_ms=round((monotonic() - started) * 1000, 3),
-                completed=tuple(self.completed),
-                failed=tuple(self.failed),
-                cancelled=self.shutting_down,
+            out_batch.append(
+                RunDone(
+                    request_id=self.request_id,
+                    duration_ms=round((monotonic() - started) * 1000, 3),
+                    completed=tuple(self.completed),
+                    failed=tuple(self.failed),
+                    cancelled=self.shutting_down,
+                )
             )
+            yield out_batch
         finally:
             if not finished:
                 self._cancel_all()

@@ -73,6 +73,8 @@ class SectionReader(Protocol):
 
     def deliver(self, batch: list[Any], state: SectionState, channel: RunChannel) -> None: ...
 
+    def accepted(self, batch: list[Any], now: float) -> None: ...
+
 
 class SectionCancelled(Exception):
     """The run refused a read's chunks: the section was cancelled meanwhile."""

@@ -1,8 +1,20 @@
 """One section's worker: stream one chat completion and post its events to the run's channel.
 
-A worker runs on a pool thread. It always posts exactly one end item — ``SectionDone``,
-``SectionError`` or ``RateLimited`` — in ``finally``, so the consumer can count producers down
-and never waits for a section that died. Everything it opens upstream is registered in the
+A worker runs on a pool thread and sends the request through the SDK (base URL, auth, typed
+errors for non-2xx answers). Then one of two paths reads the body:
+
+* **the fast path** — the response came over our own HTTP/2 transport: the section is handed
+  to its connection's reader thread (``_SectionSink``), which parses the SSE lines as they
+  arrive and posts the chunks straight into the run's channel. The pool thread is free again,
+  and a chunk wakes one thread only: the run's consumer. The reader never waits on a full
+  channel (it serves every stream of its connection); it keeps the chunks and stops returning
+  that stream's flow-control window, so the upstream pauses instead;
+* **the plain path** — any other response (HTTP/1.1, a client that is not ours): the pool
+  thread iterates the body itself and waits on a full channel.
+
+Both parse with the same ``_SectionReader`` and end the same way: exactly one end item —
+``SectionDone``, ``SectionError`` or ``RateLimited`` — so the consumer can count producers
+down and never waits for a section that died. Everything opened upstream is registered in the
 section's ``CancelScope``, so the consumer can cancel it from its own thread at any moment.
 """
 
@@ -11,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +32,7 @@ from typing import Any, cast
 import httpx
 import openai
 
+from backend_ai.app.services.parallel_streaming.cancel import CancelScope
 from backend_ai.app.services.parallel_streaming.channel import RunChannel
 from backend_ai.app.services.parallel_streaming.config import RunOptions, StreamConfig
 from backend_ai.app.services.parallel_streaming.events import (
@@ -29,6 +43,7 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionStarted,
     TokenUsage,
 )
+from backend_ai.app.services.parallel_streaming.http2 import Http2Stream
 from backend_ai.app.services.parallel_streaming.parsers import (
     SectionReader,
     add_chat_reasoning,
@@ -36,7 +51,7 @@ from backend_ai.app.services.parallel_streaming.parsers import (
     responses_body,
 )
 from backend_ai.app.services.parallel_streaming.rate_limit import retry_wait_s
-from backend_ai.app.services.parallel_streaming.transport import CancelScope, shutdown_response
+from backend_ai.app.services.parallel_streaming.transport import UPSTREAM_STREAM, shutdown_response
 from backend_ai.app.services.parallel_streaming.upstream import (
     SSEDataParser,
     redacted_traceback,
@@ -210,10 +225,142 @@ class _SectionReader:
             return
         if not channel.put_chunks(batch, state):
             raise _Cancelled
+        self.accepted(batch, now)
+
+    def accepted(self, batch: list[ContentChunk], now: float) -> None:
+        """Count a batch the channel took."""
         if self.ttft_ms is None:
             self.ttft_ms = (now - self.started) * 1000
         self.seq += len(batch)
         self.chars += sum(len(chunk.content) for chunk in batch)
+
+
+class _SectionSink:
+    """The fast path: one section fed by its HTTP/2 connection's reader thread.
+
+    ``on_data`` parses each DATA frame into ``_pending``; ``on_read_end`` posts what a whole
+    network read brought as one batch, right before the reader waits on the socket again, so
+    the consumer it wakes does not then wait for the reader to let go of the interpreter. It
+    never waits itself: when the channel is full the chunks are held here and the stream's
+    window is not returned, so the upstream stops after at most one window; the consumer's
+    next ``get`` calls ``_on_room``. Held longer than the backpressure timeout:
+    ``slow_consumer``. Calls come from the reader, the consumer (``_on_room``, a cancel) and
+    the pool's housekeeper (``check``), serialised by one re-entrant lock.
+    """
+
+    def __init__(
+        self,
+        reader: SectionReader,
+        state: SectionState,
+        channel: RunChannel,
+        options: RunOptions,
+        secrets: tuple[str, ...],
+        response: httpx.Response,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._reader = reader
+        self._state = state
+        self._channel = channel
+        self._options = options
+        self._secrets = secrets
+        self._response = response
+        self._stream: Http2Stream | None = None
+        self._pending: list[ContentChunk] = []
+        self._pending_bytes = 0
+        self._held: list[ContentChunk] = []
+        self._held_bytes = 0
+        self._held_since = 0.0
+        self._finished = False
+
+    def on_data(self, data: bytes, stream: Http2Stream) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._stream = stream
+            batch = self._held or self._pending
+            try:
+                self._reader.read(data, batch)
+            except BaseException as exc:
+                self._finish(exc, stop_upstream=True)
+                return
+            if self._held:
+                self._held_bytes += len(data)
+            else:
+                self._pending_bytes += len(data)
+
+    def on_read_end(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            now = time.monotonic()
+            self._state.last_activity = now
+            batch, size = self._pending, self._pending_bytes
+            self._pending, self._pending_bytes = [], 0
+            if batch and self._state.cancel_code is None:
+                if self._channel.offer_chunks(batch, self._on_room):
+                    self._reader.accepted(batch, now)
+                else:
+                    self._held, self._held_bytes, self._held_since = batch, size, now
+                    return
+            if size and self._stream is not None:
+                self._stream.release(size)
+
+    def _on_room(self) -> None:
+        with self._lock:
+            held = self._held
+            if not held or self._finished or self._state.cancel_code is not None:
+                return
+            if not self._channel.offer_chunks(held, self._on_room):
+                return
+            self._held = []
+            self._reader.accepted(held, time.monotonic())
+            size, self._held_bytes = self._held_bytes, 0
+            if self._stream is not None:
+                self._stream.release(size)
+
+    def on_end(self) -> None:
+        with self._lock:
+            if not self._finished:
+                self._finish(None)
+
+    def on_error(self, error: BaseException) -> None:
+        with self._lock:
+            if not self._finished:
+                self._finish(error)
+
+    def check(self, now: float) -> bool:
+        """True while chunks are held for the consumer (the upstream is quiet because of us)."""
+        with self._lock:
+            if not self._held or self._finished:
+                return False
+            self._state.last_activity = now  # waiting on the consumer is not an upstream stall
+            give_up = now - self._held_since >= self._channel.backpressure_timeout_s
+        if give_up:
+            # Outside the lock: the cancel resets the stream, which takes the stream's lock.
+            self._state.cancel(ErrorCode.SLOW_CONSUMER)
+        return True
+
+    def _finish(self, error: BaseException | None, *, stop_upstream: bool = False) -> None:
+        """Post the end item (after the chunks received before it, unless the section was
+        stopped)."""
+        self._finished = True
+        state, reader = self._state, self._reader
+        rest = self._held + self._pending
+        self._held, self._pending = [], []
+        if rest and state.cancel_code is None:
+            # Already received and bounded by the stream window: they go out before the end.
+            self._channel.force_chunks(rest)
+            reader.accepted(rest, time.monotonic())
+        end: object
+        if error is None:
+            end = _end_of_stream(reader, reader.started)
+        else:
+            end = _end_for_failure(error, state, reader.seq, self._options, self._secrets)
+        state.chunks = reader.seq
+        self._channel.put_control(end)
+        state.scope.close()
+        if stop_upstream or error is not None:
+            self._response.close()
 
 
 def run_section(
@@ -231,7 +378,7 @@ def run_section(
     reader: SectionReader = reader_for(config, state.chunks, started) or _SectionReader(
         config.section_name, state.chunks, started
     )
-    end: object
+    end: object = None
     try:
         if scope.cancelled:
             raise _Cancelled
@@ -241,6 +388,14 @@ def run_section(
         with scope:
             path, body = _request(config, options)
             response = _open_stream(client, body, path)
+            upstream = response.extensions.get(UPSTREAM_STREAM)
+            if isinstance(upstream, Http2Stream):
+                # The fast path: the sink posts the chunks and the end item from now on.
+                scope.hand_off()
+                upstream.attach_sink(
+                    _SectionSink(reader, state, channel, options, secrets, response)
+                )
+                return
             try:
                 scope.attach_fallback(functools.partial(shutdown_response, response))
                 try:
@@ -260,8 +415,9 @@ def run_section(
     except BaseException as exc:
         end = _end_for_failure(exc, state, reader.seq, options, secrets)
     finally:
-        state.chunks = reader.seq
-        channel.put_control(end)
+        if end is not None:
+            state.chunks = reader.seq
+            channel.put_control(end)
 
 
 def _end_of_stream(reader: SectionReader, started: float) -> SectionDone | SectionError:

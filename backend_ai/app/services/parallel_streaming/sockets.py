@@ -1,0 +1,94 @@
+"""Opening a connection to an upstream: TCP, then TLS with ALPN, and which protocol to speak.
+
+The protocol is decided here, once per connection, from what the two sides agreed: over TLS
+the server's ALPN answer (``h2`` or ``http/1.1``); over cleartext ``http://`` HTTP/2 only with
+prior knowledge (h2c), since there is nothing to negotiate with.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+
+import httpx
+
+__all__ = ["OpenedSocket", "Origin", "open_socket", "tls_context"]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> Origin:
+        scheme = url.scheme
+        port = url.port or (443 if scheme == "https" else 80)
+        return cls(scheme, url.host, port)
+
+    @property
+    def authority(self) -> bytes:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        text = host if self.port == default else f"{host}:{self.port}"
+        return text.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedSocket:
+    sock: socket.socket
+    http2: bool
+
+
+def open_socket(
+    origin: Origin,
+    *,
+    ssl_context: ssl.SSLContext,
+    http2: bool,
+    http2_prior_knowledge: bool,
+    timeout_s: float | None,
+) -> OpenedSocket:
+    """Connect, and over TLS negotiate the protocol; raise ``httpx.ConnectError`` on failure.
+
+    The returned socket is blocking, without a timeout: its reader waits for the server for as
+    long as the connection lives, and timeouts are kept per stream, not per socket.
+    """
+    try:
+        sock = socket.create_connection((origin.host, origin.port), timeout=timeout_s)
+    except TimeoutError as exc:
+        raise httpx.ConnectTimeout(f"connecting to {origin.host}:{origin.port} timed out") from exc
+    except OSError as exc:
+        raise httpx.ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if origin.scheme != "https":
+        sock.settimeout(None)
+        return OpenedSocket(sock, http2=http2 and http2_prior_knowledge)
+    try:
+        tls = ssl_context.wrap_socket(sock, server_hostname=origin.host)
+    except TimeoutError as exc:
+        sock.close()
+        raise httpx.ConnectTimeout(f"TLS handshake with {origin.host} timed out") from exc
+    except (OSError, ssl.SSLError) as exc:
+        sock.close()
+        raise httpx.ConnectError(f"TLS handshake with {origin.host} failed: {exc}") from exc
+    tls.settimeout(None)
+    return OpenedSocket(tls, http2=http2 and tls.selected_alpn_protocol() == "h2")
+
+
+def tls_context(verify: ssl.SSLContext | str | bool, *, http2: bool) -> ssl.SSLContext:
+    """The client TLS context: the caller's, a CA file's, the system's, or no verification;
+    it offers ``h2`` in ALPN when HTTP/2 is on, ``http/1.1`` always."""
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif isinstance(verify, str):
+        context = ssl.create_default_context(cafile=verify)
+    elif verify:
+        context = ssl.create_default_context()
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    return context

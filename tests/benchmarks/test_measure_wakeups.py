@@ -1,0 +1,61 @@
+"""The paced CPU measurement runs as documented: engine beside the h2 floor, burst figure.
+
+Short mode only (``--quick``): a smoke test of the script, the lean paced upstream and the
+single-thread floor. Facts are asserted (every chunk delivered to both, a ratio computed in
+the same repeat, the upstream far cheaper per chunk than the client), never a time: the
+figures themselves are in docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import bench_support  # noqa: F401  (puts scripts/ on sys.path)
+import httpx
+import measure_wakeups
+import pytest
+from peers.h2_floor import read_streams
+from peers.harness import sim_sections
+from peers.paced_upstream import PacedUpstream
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, capsys) -> None:
+    out = tmp_path / "wakeups.json"
+    assert measure_wakeups.main(["--quick", f"--json={out}"]) == 0
+    results = json.loads(out.read_text())
+    rows = {row["pool"]: row for row in results["runs"]}
+    # K = 2 runs x 3 sections x 10 chunks, delivered whole to the engine and to the floor.
+    assert rows["h2"]["chunks"] == rows["floor"]["chunks"] == 2 * 3 * 10
+    (engine,) = [e for e in results["summary"] if e["pool"] == "h2"]
+    assert engine["engine_over_floor"]["median"] > 0
+    assert results["burst"]["cpu_us_per_chunk"]["median"] > 0
+    assert results["upstream"] == "paced"
+    printed = capsys.readouterr().out
+    assert "| K runs | pool | CPU µs/chunk | ÷ floor |" in printed
+    assert "burst (3 sections x 200 chunks" in printed
+
+
+@pytest.mark.timeout(60)
+def test_paced_upstream_paces_and_serves_h2_and_http1() -> None:
+    """The floor reads every chunk over HTTP/2; HTTP/1.1 gets the same stream, chunked."""
+    controls = {"ttft_ms": 20, "itl_ms": 10, "tokens": 8, "jitter": 0}
+    sections = sim_sections(3, controls)
+    with PacedUpstream(**controls) as upstream:  # type: ignore[arg-type]
+        result = read_streams(upstream.base_url, [sections, sections])
+        assert result.chunks == 2 * 3 * 8
+        body = {"model": "m", "stream": True, "sim": {"tokens": 5, "itl_ms": 5}}
+        response = httpx.post(f"{upstream.base_url}/chat/completions", json=body, timeout=10)
+        lines = [line for line in response.text.split("\n") if line.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]"
+        contents = [
+            json.loads(line[6:])["choices"][0]["delta"].get("content")
+            for line in lines[:-1]
+            if json.loads(line[6:])["choices"]
+        ]
+        assert len([c for c in contents if c]) == 5
+        stats = upstream.stats()
+        # 48 chunks to the floor, 5 over HTTP/1.1; a stream's last chunk carries its tail.
+        assert stats["chunks_sent"] == 48 + 5
+        assert stats["streams_started"] == 7
