@@ -86,11 +86,13 @@ class EnginePeer(Peer):
         frames = self.manager.stream_sse(prepared)
         chunk_seen = trace.chunk
         trace.sections.setdefault(SSE_SECTION, SectionTrace())
-        for frame in frames:
-            if frame.startswith(_CHUNK_FRAME):
-                chunk_seen(SSE_SECTION, frame)
-            else:
-                trace.event()
+        for text in frames:
+            # One write carries the frames of every event that was ready together.
+            for frame in text.split("\n\n") if text.count("\n\n") > 1 else (text,):
+                if frame.startswith(_CHUNK_FRAME):
+                    chunk_seen(SSE_SECTION, frame)
+                elif frame:
+                    trace.event()
 
     def open_stream(self, sections: Sequence[Section]) -> Any:
         """The raw event generator of one run (cancellation measurements close it)."""
