@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
-import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -367,8 +366,12 @@ class HostileServer:
     """Accepts h2c connections on loopback and runs ``script(peer)`` for each, in its thread.
 
     After the script returns the connection keeps being read (PINGs answered) until the client
-    closes it or the server is closed. Exceptions of a script (other than ``ScriptTimeout``,
-    which a test inspects through its own assertions) are kept in ``errors``.
+    closes it or the server is closed. ``local_settings(index)`` gives a connection's first
+    SETTINGS; an h2c client sends its first requests before it has read them, so a setting that
+    restricts the client (a smaller window) is better sent mid-connection
+    (``peer.conn.update_settings``) once the client has acknowledged the first. Exceptions of a
+    script (other than ``ScriptTimeout``, which a test inspects through its own assertions) are
+    kept in ``errors``.
     """
 
     def __init__(
@@ -467,6 +470,3 @@ class HostileServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-ERROR_CODES = h2.errors.ErrorCodes

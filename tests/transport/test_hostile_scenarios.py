@@ -24,6 +24,7 @@ with exactly the text the server sent for it) and then for what the scenario add
 | TCP connection dropped mid-stream | every section errors, none done |
 | peer silent (PING unanswered), long read timeout | every section errors within 20 s |
 | DATA on a stream already closed | clean code; done only with exact text |
+| cancel before response headers, another run beside | RST_STREAM(CANCEL) at once; other run done |
 """
 
 from __future__ import annotations
