@@ -82,6 +82,7 @@ def rss_mb() -> float:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+@pytest.mark.timeout(120 + WALL_ITEMS * 0.05)
 def test_wall_time_of_a_generator_batch_is_near_the_ideal(runner: BatchRunner) -> None:
     # The item time, measured in the same run: a few items alone, one at a time.
     alone = []
@@ -108,6 +109,7 @@ def test_wall_time_of_a_generator_batch_is_near_the_ideal(runner: BatchRunner) -
     assert ratio < (1.10 if WALL_ITEMS >= 10_000 else 1.5)
 
 
+@pytest.mark.timeout(120 + RSS_ITEMS * 0.03)
 @pytest.mark.parametrize("mode", ["as_completed", "ordered"])
 def test_memory_does_not_grow_with_the_number_of_items(runner: BatchRunner, mode: str) -> None:
     checkpoint = max(RSS_ITEMS // 10, 1)
