@@ -279,3 +279,19 @@ def test_batch_token_budget_keeps_every_later_window_within_the_tokens(runner, s
     # 24 requests of ~110 tokens at 1000 per window: the budget spread them over windows.
     span = max(r["t_start"] for r in records) - first
     assert span >= 1.5 * WINDOW_S
+
+
+def test_closing_a_batch_that_waits_on_the_budget_returns_at_once(runner, simulator):
+    budget = LocalRateBudget(rpm=2, window_s=60)
+    run = runner(budget=budget).run(item(f"w{n}", tokens=3) for n in range(10))
+    got = []
+    for event in run:
+        if isinstance(event, ItemResult):
+            got.append(event)
+            if len(got) == 2:
+                break
+    # The third start waits ~60 s for the budget; closing the run must not.
+    started = time.monotonic()
+    run.close()
+    assert time.monotonic() - started < 1
+    assert len(completion_records(simulator)) == 2

@@ -7,13 +7,17 @@ judge. A short window keeps the tests quick; the arithmetic is the same as for a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import openai
 
 from backend_ai.app.services.parallel_streaming import (
+    ErrorCode,
     ParallelStreamManager,
     RunOptions,
+    SectionDone,
+    SectionError,
     build_http_client,
 )
 from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget
@@ -93,3 +97,39 @@ def test_limits_learned_from_the_headers_alone_stop_the_429s_after_the_first_win
     assert not late_refusals
     assert budget.snapshot()["rpm"] == RPM
     assert budget.snapshot()["tpm"] == 2000
+
+
+def test_a_section_waiting_on_the_budget_ends_at_the_run_deadline(
+    make_client, executor, stats, simulator
+):
+    budget = LocalRateBudget(rpm=1, window_s=60)
+    manager = ParallelStreamManager(
+        make_client(),
+        executor=executor,
+        stats=stats,
+        budget=budget,
+        options=RunOptions(deadline_s=0.5),
+    )
+    started = time.monotonic()
+    events = list(manager.stream([section("first", tokens=3), section("second", tokens=3)]))
+    elapsed = time.monotonic() - started
+    ends = {e.section: e for e in events if isinstance(e, SectionDone | SectionError)}
+    assert isinstance(ends["first"], SectionDone)
+    assert isinstance(ends["second"], SectionError)
+    assert ends["second"].code == ErrorCode.TIMEOUT
+    assert elapsed < 5  # not the budget's 60 s window
+    assert len(completion_records(simulator)) == 1  # the second never went upstream
+
+
+def test_closing_a_run_that_waits_on_the_budget_returns_at_once(
+    make_client, executor, stats, simulator
+):
+    budget = LocalRateBudget(rpm=1, window_s=60)
+    budget.cool_down(60)
+    manager = ParallelStreamManager(make_client(), executor=executor, stats=stats, budget=budget)
+    run = manager.stream([section("only", tokens=3)])
+    assert next(run).type == "start"
+    started = time.monotonic()
+    run.close()
+    assert time.monotonic() - started < 1
+    assert completion_records(simulator) == []

@@ -94,8 +94,17 @@ def test_tokens_per_window_and_the_correction_from_usage():
     budget.settle(first, TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15))
     assert budget.snapshot()["tokens_in_window"] == 50
     assert isinstance(budget.try_acquire(TokenEstimate(20, 20)), Permit)
-    # ... and the next estimate of a same-sized prompt follows (EMA towards 16 chars/token).
-    assert budget.estimator.chars_per_token > 4.0
+    # ... and the next estimate of a same-sized prompt is exact: 160 chars are 10 tokens.
+    assert budget.estimator.chars_per_token == pytest.approx(16.0)
+    assert budget.estimator.estimate(160, 40).prompt_tokens == 10
+
+
+def test_the_learned_ratio_follows_recent_prompts_without_swinging_on_one():
+    estimator = TokenEstimator()
+    for _ in range(20):
+        estimator.learn(100, 25)  # 4 chars per token
+    estimator.learn(100, 100)  # one odd prompt: 1 char per token
+    assert 2.5 < estimator.chars_per_token < 4.0  # moved, not swung to 1
 
 
 def test_a_request_larger_than_the_whole_budget_waits_for_an_empty_window():

@@ -181,7 +181,10 @@ def parse_rate_limit_headers(headers: Mapping[str, str]) -> ObservedLimits:
 class TokenEstimator:
     """Estimates a request's tokens from its text; learns characters per token from ``usage``.
 
-    The learned ratio is an exponential moving average, so one odd prompt does not swing it.
+    The learned ratio is total characters over total prompt tokens of the recent requests,
+    each older one weighing 10 % less: prompts alike give the exact ratio from the first
+    answer on (an average of ratios would creep towards it and stay under for a while, and an
+    estimate under the truth is what earns 429s), and one odd prompt does not swing it.
     No lock: a lost update between two threads only delays learning by one sample.
     """
 
@@ -189,6 +192,8 @@ class TokenEstimator:
         if not chars_per_token > 0:
             raise ConfigError(f"chars_per_token must be positive, got {chars_per_token!r}")
         self.chars_per_token = chars_per_token
+        self._chars = 0.0
+        self._tokens = 0.0
 
     def estimate(self, prompt_chars: int, max_tokens: int) -> TokenEstimate:
         prompt_tokens = math.ceil(prompt_chars / self.chars_per_token) if prompt_chars else 0
@@ -207,8 +212,9 @@ class TokenEstimator:
     def learn(self, prompt_chars: int, prompt_tokens: int) -> None:
         if prompt_chars <= 0 or prompt_tokens <= 0:
             return
-        sample = prompt_chars / prompt_tokens
-        self.chars_per_token += 0.2 * (sample - self.chars_per_token)
+        self._chars = 0.9 * self._chars + prompt_chars
+        self._tokens = 0.9 * self._tokens + prompt_tokens
+        self.chars_per_token = self._chars / self._tokens
 
 
 def _messages_chars(messages: list[Any]) -> int:
