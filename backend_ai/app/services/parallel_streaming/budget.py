@@ -27,7 +27,8 @@ The in-process implementation, :class:`LocalRateBudget`, is a moving-window log 
 ``limits`` calls "moving window"): a start is admitted when the starts of the last
 ``window_s`` seconds, plus it, stay within both limits, so no window of that length — not only
 the aligned ones — ever holds more than the budget. Each entry lasts ``window_s + margin_s``:
-the margin covers the time between a start here and its arrival upstream.
+the margin (a fiftieth of the window, at least 0.25 s) covers the time between a start here
+and its arrival upstream.
 """
 
 from __future__ import annotations
@@ -378,8 +379,9 @@ class LocalRateBudget(RateBudget):
         self.rpm = rpm
         self.tpm = tpm
         self.window_s = float(window_s)
-        # Time between a start here and its arrival upstream, where the upstream's window runs.
-        self.margin_s = max(0.05, self.window_s / 50) if margin_s is None else float(margin_s)
+        # Time between a start here and its arrival upstream, where the upstream's window runs:
+        # it does not shrink with the window, so it is at least a quarter of a second.
+        self.margin_s = max(0.25, self.window_s / 50) if margin_s is None else float(margin_s)
         self._clock = clock
         self._lock = threading.Lock()
         self._state = _State()
