@@ -52,6 +52,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -65,10 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, help="JSONL results; appended, and read to resume"
     )
     parser.add_argument(
-        "--concurrency", type=_positive_int, default=16, help="requests in flight (default 16)"
+        "--concurrency",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="requests in flight (default 16)",
     )
-    parser.add_argument("--rpm", type=_positive_int, help="requests per minute budget")
-    parser.add_argument("--tpm", type=_positive_int, help="tokens per minute budget")
+    parser.add_argument("--rpm", type=_positive_int, metavar="N", help="requests per minute budget")
+    parser.add_argument("--tpm", type=_positive_int, metavar="N", help="tokens per minute budget")
     parser.add_argument(
         "--mode",
         choices=[m.value for m in BatchMode],
@@ -82,17 +93,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="per-item error policy (default retry)",
     )
     parser.add_argument(
-        "--max-retries", type=int, default=3, help="attempts after the first (default 3)"
+        "--max-retries",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+        help="attempts after the first (default 3)",
     )
     parser.add_argument("--model", default="gpt-4o-mini", help="model when a line names none")
     parser.add_argument(
-        "--max-tokens", type=_positive_int, default=500, help="when a line sets none (default 500)"
+        "--max-tokens",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="when a line sets none (default 500)",
     )
     parser.add_argument("--system", help="system prompt for {id, prompt} lines")
     parser.add_argument(
         "--budget-window-s",
         type=_positive_float,
         default=60.0,
+        metavar="S",
         help="length of the --rpm/--tpm window (default 60; shorter for tests)",
     )
     parser.add_argument(

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from engine.helpers import wait_until
 
 from backend_ai.batch_io import Journal
@@ -267,3 +268,30 @@ def test_a_missing_input_file_is_a_usage_error(tmp_path, simulator):
     )
     assert done.returncode == 2
     assert "no such input file" in done.stderr
+
+
+@pytest.mark.parametrize("with_budget", [True, False])
+def test_rpm_keeps_the_command_within_the_upstream_budget(tmp_path, simulator, with_budget):
+    simulator.configure(
+        defaults={"ttft_ms": 5, "itl_ms": 1, "tokens": 3},
+        budget={"rpm_per_key": 5, "window_s": 1.0},
+    )
+    input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_input(input_path, 14)
+    budget = ["--rpm", "5", "--budget-window-s", "1"] if with_budget else []
+    done = subprocess.run(
+        command(simulator, input_path, output, "--concurrency", "8", *budget),
+        env=env_for(simulator),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    check_complete(output, ids)  # either way every item gets through
+    statuses = [r["status"] for r in simulator.stats()["requests"]]
+    assert statuses.count(200) == 14
+    if with_budget:
+        assert 429 not in statuses
+    else:
+        assert 429 in statuses
