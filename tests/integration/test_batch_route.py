@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from flask.testing import FlaskClient
+
+from backend_ai.app.gunicorn_process import GunicornProcess
+from backend_ai.simulator import SimulatorProcess
 
 from .conftest import MakeApp
 from .sse_client import data_events, parse_frames
@@ -96,3 +100,26 @@ def test_rpm_and_tpm_settings_give_the_service_one_budget(make_app: MakeApp) -> 
     assert get_state(make_app()).budget is None
     settings = Settings.from_env({"BACKEND_AI_RPM": "500", "BACKEND_AI_TPM": "30000"})
     assert (settings.rpm, settings.tpm) == (500, 30_000)
+
+
+def test_a_client_that_goes_away_cancels_every_item_upstream(
+    service: GunicornProcess, http: httpx.Client, simulator: SimulatorProcess
+) -> None:
+    """Nothing but progress events reach the socket while the items stream (each item goes out
+    whole when it ends), and they are enough for the server to notice the client is gone."""
+    body = {
+        "instruction": "Summarise",
+        "items": [f"text {n}" for n in range(6)],
+        "sim": {"ttft_ms": 20, "itl_ms": 10, "tokens": 2000},  # 20 s per item
+    }
+    assert service.url is not None
+    with http.stream("POST", service.url + "batch/stream", json=body) as response:
+        assert response.status_code == 200
+        for text in response.iter_text():
+            if "batch_start" in text:
+                break
+        simulator.wait_for_stats(lambda s: s["streams_active"] == 6, timeout=10.0)
+    stats = simulator.wait_for_stats(
+        lambda s: s["streams_active"] == 0 and len(s["disconnects"]) == 6, timeout=10.0
+    )
+    assert stats["streams_completed"] == 0
