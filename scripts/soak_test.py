@@ -137,6 +137,8 @@ class Stream:
 
     def feed(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if not self.events and kind == "reading":  # app-level, before the engine's frames
+            return
         if not self.events and kind != "start":
             self.problems.append(f"first event is {kind!r}")
         if self.events and self.events[-1].get("type") == "done":

@@ -171,6 +171,12 @@ class BackendAI:
                 settings.history_db_path,
                 queue_size=settings.history_queue_size,
                 on_drop=metrics.history_dropped.inc,
+                max_age_s=(
+                    None
+                    if settings.history_max_age_days is None
+                    else settings.history_max_age_days * 86400
+                ),
+                max_rows=settings.history_max_rows,
             )
         executor = SectionExecutor(settings.max_workers)
         budget: RateBudget | None = None

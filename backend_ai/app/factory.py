@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from backend_ai.app.access import AccessLog
 from backend_ai.app.blueprints import ALL as BLUEPRINTS
 from backend_ai.app.extension import BackendAI, get_state
 from backend_ai.app.services.parallel_streaming.upstream import redacted_traceback
@@ -82,7 +83,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.wsgi_app = _Stamp(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = AccessLog(  # type: ignore[method-assign]
+        _Stamp(app.wsgi_app), send_timeout_s=settings.send_timeout_s, enabled=settings.access_log
+    )
     BackendAI(app, settings)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

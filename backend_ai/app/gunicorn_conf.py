@@ -20,6 +20,7 @@ Why each choice:
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "control_socket_disable",
     "graceful_timeout",
     "keepalive",
+    "post_fork",
     "post_worker_init",
     "threads",
     "timeout",
@@ -60,6 +62,39 @@ control_socket_disable = True
 def _state_of(worker: Any) -> Any:
     extensions = getattr(getattr(worker, "wsgi", None), "extensions", None)
     return None if extensions is None else extensions.get("backend_ai")
+
+
+class _SendTimeoutFilter(logging.Filter):
+    """gunicorn logs a send that hit ``SO_SNDTIMEO`` as "Socket error" with a traceback; it is
+    the send timeout doing its job (a client that stopped reading was dropped): one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            record.msg = "dropped a client that read nothing for the send timeout"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Send the app's log lines (``backend_ai.*``, access lines included) to gunicorn's log.
+
+    Only when nothing else was set up: an app that configured logging keeps its own.
+    """
+    error_log = getattr(getattr(worker, "log", None), "error_log", None)
+    if not isinstance(error_log, logging.Logger):
+        return
+    error_log.addFilter(_SendTimeoutFilter())
+    app_logger = logging.getLogger("backend_ai")
+    if app_logger.handlers or logging.getLogger().handlers:
+        return
+    for handler in error_log.handlers:
+        app_logger.addHandler(handler)
+    app_logger.setLevel(error_log.level)
+    app_logger.propagate = False
 
 
 def post_worker_init(worker: Any) -> None:

@@ -30,7 +30,7 @@ import httpx
 
 from backend_ai.errors import BackendAIError, LifecycleError
 
-__all__ = ["GunicornError", "GunicornProcess"]
+__all__ = ["GunicornError", "GunicornProcess", "listen"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket gunicorn can inherit; ``OSError`` if the address is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=2048)
     sock.set_inheritable(True)
@@ -76,9 +77,13 @@ class GunicornProcess:
         extra_args: Sequence[str] = (),
         output: IO[str] | None = None,
         ready_timeout: float = 60.0,
+        listener: socket.socket | None = None,
     ) -> None:
         self._host = host
         self._port = port
+        #: An already bound socket (from ``listen``) to serve on instead of binding host:port;
+        #: ``start`` hands it to gunicorn and closes this process's copy.
+        self._listener = listener
         self._arguments = [
             "--workers",
             str(workers),
@@ -114,7 +119,9 @@ class GunicornProcess:
         """Start gunicorn and return once ``/health`` answers; ``GunicornError`` otherwise."""
         if self._proc is not None:
             raise LifecycleError("this GunicornProcess was already started")
-        with _listen(self._host, self._port) as listener:
+        listener = self._listener or listen(self._host, self._port)
+        self._listener = None
+        with listener:
             command = [
                 sys.executable,
                 "-m",
@@ -137,7 +144,8 @@ class GunicornProcess:
                 start_new_session=True,  # a terminal's Ctrl-C reaches our process, which decides
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
-            self.url = _url(self._host, listener.getsockname()[1])
+            host, port = listener.getsockname()[:2]
+            self.url = _url(host, port)
         self._reader = threading.Thread(
             target=self._read_log, name="backend-ai-gunicorn-log", daemon=True
         )

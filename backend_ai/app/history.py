@@ -7,6 +7,11 @@ disk) the record is dropped and counted, never waited for; if SQLite fails, the 
 and the writer goes on. Reads (``recent``) open their own short-lived connection with a busy
 timeout, so they never share state with the writer. Several gunicorn workers may write the same
 file: WAL mode and the busy timeout let them.
+
+Retention is the writer's job too: after each insert it deletes readings older than
+``max_age_s`` and all but the newest ``max_rows`` (both indexed deletes that find nothing to do
+almost every time), so the file stays bounded without a cron job and without a request ever
+waiting for it.
 """
 
 from __future__ import annotations
@@ -102,8 +107,12 @@ class HistoryStore:
         *,
         queue_size: int = 1000,
         on_drop: Callable[[], None] | None = None,
+        max_age_s: float | None = None,
+        max_rows: int | None = None,
     ) -> None:
         self._path = path
+        self._max_age_s = max_age_s
+        self._max_rows = max_rows
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._on_drop = on_drop
         self._closed = False
@@ -220,11 +229,12 @@ class HistoryStore:
         conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
+        # Limits may have shrunk since the file was last written: apply them at once.
+        self._prune(conn, conn.execute("SELECT MAX(id) FROM readings").fetchone()[0])
         return conn
 
-    @staticmethod
-    def _write(conn: sqlite3.Connection, record: HistoryRecord) -> None:
-        conn.execute(
+    def _write(self, conn: sqlite3.Connection, record: HistoryRecord) -> None:
+        cursor = conn.execute(
             "INSERT INTO readings (request_id, route, created_at, duration_ms, cancelled, "
             "input, sections) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -237,3 +247,12 @@ class HistoryStore:
                 json.dumps({name: asdict(rec) for name, rec in record.sections.items()}),
             ),
         )
+        self._prune(conn, cursor.lastrowid)
+
+    def _prune(self, conn: sqlite3.Connection, newest_id: int | None) -> None:
+        """Delete what retention no longer keeps (ids only grow: AUTOINCREMENT)."""
+        if self._max_rows is not None and newest_id is not None:
+            conn.execute("DELETE FROM readings WHERE id <= ?", (newest_id - self._max_rows,))
+        if self._max_age_s is not None:
+            cutoff = time.time() - self._max_age_s
+            conn.execute("DELETE FROM readings WHERE created_at < ?", (cutoff,))

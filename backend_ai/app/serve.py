@@ -17,30 +17,71 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from types import FrameType
 from urllib.parse import urlsplit
 
-from backend_ai.app.gunicorn_process import GunicornProcess
+from backend_ai.app.gunicorn_process import GunicornProcess, listen
 from backend_ai.app.settings import Settings
 from backend_ai.errors import BackendAIError
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
 logger = logging.getLogger("backend_ai.serve")
 
 _SIMULATOR_KEY = "sk-simulator-local"
 
+DESCRIPTION = """\
+Serve the web service under gunicorn: the streaming routes (dream, I Ching, tarot, compare),
+the live page at / and /health, /metrics, /history.
+
+Each request's sections run in parallel and come back as one Server-Sent-Events stream; one
+log line per request says how it went (never its text or a key)."""
+
+EPILOG = """\
+environment:
+  OPENAI_API_KEY      the upstream's API key (OpenAI unless OPENAI_BASE_URL says otherwise)
+  OPENAI_BASE_URL     any OpenAI-compatible /v1 URL (a key is optional there)
+  with neither set, serve starts the embedded upstream simulator (about 300 ms to the first
+  token, then 30 ms a token) and points the service at it: no account needed to try it.
+  BACKEND_AI_*        limits, timeouts, models, history; all in docs/SERVICE.md, checked
+                      before anything starts (a bad value is one line and exit status 2)
+
+history:
+  finished readings go to $XDG_STATE_HOME/backend_ai/history.sqlite3 (~/.local/state/...),
+  or BACKEND_AI_HISTORY_DB, or --history PATH; --no-history keeps none. Readings older than
+  BACKEND_AI_HISTORY_MAX_AGE_DAYS (30) and beyond BACKEND_AI_HISTORY_MAX_ROWS (10000) are
+  pruned.
+
+examples:
+  backend-ai serve                              # simulator, http://127.0.0.1:8000/
+  OPENAI_API_KEY=sk-... backend-ai serve --host 0.0.0.0 --port 8080 --workers 4
+  backend-ai serve --port 0 --no-history       # any free port, nothing written to disk"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     parser.add_argument(
-        "--workers", type=_positive_int, default=2, help="gunicorn worker processes (default 2)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 for every interface (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=8000,
+        help="port to listen on; 0 picks a free one (default 8000)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=2,
+        help="gunicorn worker processes; about one per CPU core (default 2)",
     )
     parser.add_argument(
         "--threads",
@@ -52,8 +93,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
-        help="log level of this process and gunicorn (default info)",
+        help="log level of this process and gunicorn; info shows one line per request "
+        "(default info)",
     )
+    history = parser.add_mutually_exclusive_group()
+    history.add_argument(
+        "--history",
+        metavar="PATH",
+        help="SQLite file for the reading history (default: BACKEND_AI_HISTORY_DB, else "
+        "$XDG_STATE_HOME/backend_ai/history.sqlite3)",
+    )
+    history.add_argument(
+        "--no-history", action="store_true", help="keep no history (GET /history answers 404)"
+    )
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -96,21 +155,75 @@ class _Signals:
             self.server.send_signal(signal.SIGQUIT)
 
 
+def _refuse(message: str) -> int:
+    """A problem the user can fix: one line, argparse's style and exit status."""
+    print(f"backend-ai serve: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_history(path: str) -> str | None:
+    """Why the history file cannot be written, or None (its directory is created here)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the history directory {directory}: {exc.strerror}"
+    if os.path.isdir(path):
+        return f"the history path {path} is a directory; give a file name"
+    target = path if os.path.exists(path) else directory
+    if not os.access(target, os.W_OK):
+        return f"cannot write the history file {path}: permission denied"
+    return None
+
+
+def _bind(host: str, port: int) -> socket.socket | str:
+    """The listening socket, or why it cannot be had."""
+    try:
+        return listen(host, port)
+    except socket.gaierror:
+        return f"cannot listen on {host!r}: not a known address (try 127.0.0.1 or 0.0.0.0)"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (
+                f"port {port} on {host} is already in use; stop what uses it or pick another "
+                "with --port (0 picks a free one)"
+            )
+        if exc.errno == errno.EACCES:
+            return f"no permission to listen on port {port}; ports below 1024 need privileges"
+        return f"cannot listen on {host} port {port}: {exc.strerror}"
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted; the exit status is gunicorn's (0 after a requested stop)."""
+    """Serve until interrupted; the exit status is gunicorn's (0 after a requested stop).
+
+    Everything a user can get wrong — settings, the history file, the port — is checked
+    before anything starts, so a mistake is one line and exit status 2, not a traceback after
+    the simulator came up.
+    """
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     # One line per request of the readiness poll would drown the line that matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        settings = Settings.from_env()
-    except BackendAIError as exc:
-        logger.error("configuration error: %s", exc)
-        return 2
     env = dict(os.environ)
+    if args.history:
+        env["BACKEND_AI_HISTORY_DB"] = os.path.abspath(args.history)
+    elif args.no_history:
+        env["BACKEND_AI_HISTORY_DB"] = "off"
+    try:
+        settings = Settings.from_env(env)
+    except BackendAIError as exc:
+        return _refuse(f"configuration: {exc}")
+    if settings.history_db_path is not None:
+        problem = _check_history(settings.history_db_path)
+        if problem is not None:
+            return _refuse(f"{problem} (or run with --no-history)")
+    listener = _bind(args.host, args.port)
+    if isinstance(listener, str):
+        return _refuse(listener)
     with contextlib.ExitStack() as stack:
+        stack.callback(listener.close)  # gunicorn got its own copy; a failed start closes ours
         embedded = settings.openai_api_key is None and settings.openai_base_url is None
         if embedded:
             from backend_ai.simulator import SimulatorProcess
@@ -131,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             env=env,
             output=sys.stderr,
+            listener=listener,
         )
         signals = _Signals(server)
         signals.install()
@@ -152,6 +266,10 @@ def run(args: argparse.Namespace) -> int:
                 )
             else:
                 logger.info("upstream: %s; open %s", settings.openai_base_url or "OpenAI", page)
+            if settings.history_db_path is None:
+                logger.info("history: off")
+            else:
+                logger.info("history: %s", settings.history_db_path)
             code = server.wait()
         finally:
             server.stop()  # no-op once it exited; otherwise (an exception here) do not leak it

@@ -97,6 +97,17 @@ class Settings:
     #: a per-user state directory, so running from a clone never writes into the clone.
     history_db_path: str | None = None
     history_queue_size: int = 1000
+    #: Readings older than this are pruned by the history writer; None keeps them.
+    history_max_age_days: float | None = 30.0
+    #: Only the newest this many readings are kept; None keeps them all.
+    history_max_rows: int | None = 10_000
+
+    # Clients
+    #: A client that takes none of a response's bytes for this long is dropped (its run is
+    #: cancelled and its request thread freed); None waits as long as the run's backpressure.
+    send_timeout_s: float | None = 20.0
+    #: One log line per request (``backend_ai.access``): route, status, timings, outcome.
+    access_log: bool = True
 
     def __post_init__(self) -> None:
         for name in ("openai_api_key", "openai_base_url", "auth_token", "history_db_path"):
@@ -152,6 +163,18 @@ class Settings:
         _check_int("max_text_chars", self.max_text_chars, minimum=1)
         _check_int("max_content_length", self.max_content_length, minimum=1024)
         _check_int("history_queue_size", self.history_queue_size, minimum=1)
+        age = self.history_max_age_days
+        if age is not None and (
+            isinstance(age, bool)
+            or not isinstance(age, int | float)
+            or not math.isfinite(age)
+            or age <= 0
+        ):
+            raise ConfigError(
+                f"history_max_age_days must be a positive number of days or None, got {age!r}"
+            )
+        _check_int("history_max_rows", self.history_max_rows, minimum=1, allow_none=True)
+        _check_seconds("send_timeout_s", self.send_timeout_s, allow_none=True)
 
     @property
     def history_enabled(self) -> bool:
@@ -216,6 +239,14 @@ class Settings:
             history_queue_size=env.number(
                 "BACKEND_AI_HISTORY_QUEUE_SIZE", defaults.history_queue_size, int
             ),
+            history_max_age_days=env.seconds(
+                "BACKEND_AI_HISTORY_MAX_AGE_DAYS", defaults.history_max_age_days
+            ),
+            history_max_rows=env.optional_int(
+                "BACKEND_AI_HISTORY_MAX_ROWS", defaults.history_max_rows
+            ),
+            send_timeout_s=env.seconds("BACKEND_AI_SEND_TIMEOUT_S", defaults.send_timeout_s),
+            access_log=env.flag("BACKEND_AI_ACCESS_LOG", defaults.access_log),
         )
 
 
@@ -282,6 +313,15 @@ class _Env:
         if raw.strip().lower() in _OFF_WORDS:
             return None
         return self.number(name, default, float)
+
+    def optional_int(self, name: str, default: int | None) -> int | None:
+        """An integer, or ``off``/``none``/``0`` for no limit."""
+        raw = self._environ.get(name)
+        if raw is None or not raw.strip():
+            return default
+        if raw.strip().lower() in _OFF_WORDS:
+            return None
+        return self.number(name, default, int)
 
     def csv(self, name: str) -> tuple[str, ...]:
         raw = self._environ.get(name, "")

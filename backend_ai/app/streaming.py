@@ -21,6 +21,7 @@ reading is a non-blocking put onto the history writer's queue.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -44,7 +45,14 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionStarted,
 )
 
-__all__ = ["SSE_HEADERS", "OpenedRun", "RunRecorder", "open_run", "sse_response"]
+__all__ = [
+    "SSE_HEADERS",
+    "OpenedRun",
+    "RunRecorder",
+    "open_run",
+    "reading_frame",
+    "sse_response",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +97,22 @@ class RunRecorder:
         self.sections = {c.section_name: _Section(model=c.model) for c in configs}
         self.done: RunDone | None = None
         self.rate_limited = False
+        #: ``ok``, ``partial``, ``failed`` or ``cancelled`` once ``finish`` ran.
+        self.outcome: str | None = None
+        self.first_chunk_ms: float | None = None
+
+    def section_count(self) -> int:
+        return len(self.sections)
+
+    def cut(self) -> bool:
+        """The stream stopped before its final event: the server stopped writing it."""
+        return self.done is None
 
     def observe(self, event: Event) -> None:
         if type(event) is ContentChunk:  # the hot path: most events are chunks
             self.sections[event.section].parts.append(event.content)
+            if self.first_chunk_ms is None:
+                self.first_chunk_ms = self.elapsed_ms()
             return
         if isinstance(event, SectionStarted):
             self.sections[event.section].status = "streaming"
@@ -163,6 +183,7 @@ class RunRecorder:
             outcome = "partial"
         else:
             outcome = "failed"
+        self.outcome = outcome
         self._metrics.runs.labels(self.route, outcome).inc()
         duration_ms = self.elapsed_ms()
         self._metrics.run_duration.labels(self.route).observe(duration_ms / 1000)
@@ -199,6 +220,19 @@ class OpenedRun:
     started: RunStarted
     events: Generator[Event, None, None]
     recorder: RunRecorder
+    #: The app-level ``reading`` event's fields (what the server drew or cast for this
+    #: reading), sent before the engine's frames; None sends none.
+    reading: Mapping[str, Any] | None = None
+
+
+def reading_frame(request_id: str, route: str, fields: Mapping[str, Any]) -> bytes:
+    """The SSE frame of the app-level ``reading`` event (docs/PROTOCOL.md).
+
+    Framed like the engine's events: one ``data:`` line of ASCII-only JSON, so no text in it
+    can end the message early.
+    """
+    payload = {"type": "reading", "request_id": request_id, "route": route, **fields}
+    return f"data: {json.dumps(payload, ensure_ascii=True, separators=(',', ':'))}\n\n".encode()
 
 
 def open_run(
@@ -210,6 +244,7 @@ def open_run(
     mode: str,
     input_data: Mapping[str, Any],
     received_at: float,
+    reading: Mapping[str, Any] | None = None,
 ) -> OpenedRun:
     """Start the run and take its ``start`` event; errors here still become JSON errors."""
     events = state.manager.stream(
@@ -232,13 +267,15 @@ def open_run(
         received_at=received_at,
     )
     recorder.observe(started)
-    return OpenedRun(started=started, events=events, recorder=recorder)
+    return OpenedRun(started=started, events=events, recorder=recorder, reading=reading)
 
 
 def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
     recorder, events, metrics = run.recorder, run.events, state.metrics
     metrics.active_streams.inc()
     try:
+        if run.reading is not None:
+            yield reading_frame(recorder.request_id, recorder.route, run.reading)
         yield encode_event(run.started).encode()
         metrics.first_byte.labels(recorder.route).observe(recorder.elapsed_ms() / 1000)
         try:

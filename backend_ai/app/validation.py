@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Request
 
+from backend_ai.app.services.parallel_streaming import Mode
 from backend_ai.errors import BackendAIError
 
 __all__ = [
@@ -33,11 +34,12 @@ __all__ = [
     "optional_int",
     "optional_object",
     "required_text",
+    "sim_controls",
     "stream_mode",
 ]
 
-#: The orderings a streaming route accepts.
-MODES = ("interleaved", "ordered")
+#: The orderings a streaming route accepts: every mode the engine has.
+MODES = tuple(mode.value for mode in Mode)
 
 
 class RequestError(BackendAIError):
@@ -118,6 +120,33 @@ def stream_mode(body: Mapping[str, Any]) -> str:
     if not isinstance(value, str) or value not in MODES:
         raise RequestError(422, "invalid_mode", f"field 'mode' must be one of: {', '.join(MODES)}")
     return value
+
+
+def sim_controls(value: Any, *, field: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Simulator controls, checked as the simulator will check them (422 naming the key).
+
+    Checked here, before the stream starts, because the simulator would refuse them only when
+    each section calls it — a stream of ``bad_request`` errors where a 422 belongs.
+    ``defaults`` are the controls the app sends with every request (``sim_defaults``): some
+    keys are only valid together (``stall_after`` needs ``stall_s``).
+    """
+    from backend_ai.simulator.profile import DEFAULT_PROFILE, SIM_KEYS, SimKeyError, parse_sim_keys
+
+    try:
+        keys = parse_sim_keys(value, source=field)
+        DEFAULT_PROFILE.with_keys(parse_sim_keys(defaults)).with_keys(keys)
+    except SimKeyError as exc:
+        if exc.param not in SIM_KEYS:
+            allowed = ", ".join(sorted(SIM_KEYS))
+            raise RequestError(
+                422,
+                "invalid_sim",
+                f"unknown key {_quote(exc.param)} in '{field}'; allowed: {allowed}",
+            ) from None
+        # The simulator's messages end with the rejected value; a response never echoes one.
+        reason = str(exc).partition(", got ")[0]
+        raise RequestError(422, "invalid_sim", f"in '{field}': {reason}") from None
+    return keys
 
 
 def optional_int(body: Mapping[str, Any], name: str, *, minimum: int, maximum: int) -> int | None:

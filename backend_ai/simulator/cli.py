@@ -22,15 +22,54 @@ from .profile import (
 )
 from .server import ServerInfo, run_server
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "run"]
 
 logger = logging.getLogger(__name__)
 
 _PROFILES = {"default": DEFAULT_PROFILE, "fast": FAST_PROFILE}
 
+DESCRIPTION = """\
+Run the OpenAI-compatible upstream simulator in the foreground: POST /v1/chat/completions
+(streamed or not) over HTTP/1.1 and HTTP/2, with controllable timing and injected faults.
+
+The flags below set server-wide defaults; a request overrides them with an "X-Sim" header or a
+"sim" object in its body (docs/SIMULATOR.md). It needs no API key of yours: any bearer key is
+accepted."""
+
+EPILOG = """\
+examples:
+  backend-ai simulate --port 8001                      # http://127.0.0.1:8001/v1
+  backend-ai simulate --port 0 --profile fast          # a free port, tokens as fast as possible
+  backend-ai simulate --ttft-ms 800 --itl-ms 50 --error-after 20
+  OPENAI_BASE_URL=http://127.0.0.1:8001/v1 backend-ai serve   # the service on it"""
+
+#: One line per sim key for ``--help``; docs/SIMULATOR.md has the whole story.
+_KEY_HELP = {
+    "ttft_ms": "milliseconds to the first content token",
+    "itl_ms": "milliseconds between content tokens",
+    "tokens": "content tokens per completion (0-100000)",
+    "jitter": "each delay scaled by a seeded factor in [1-jitter, 1+jitter] (0-1)",
+    "seed": "seed of the text and the jitter (default: derived from the request)",
+    "tag": "label echoed into the stats' records",
+    "fail_first": "the first N attempts of a request get 429",
+    "attempt_key": "groups attempts for --fail-first (default: a fingerprint of the body)",
+    "retry_after": "Retry-After header, seconds, on --fail-first and --status errors",
+    "retry_after_ms": "retry-after-ms header on --fail-first and --status errors",
+    "status": "answer every request with this error status (400-599)",
+    "drop_after": "abort the stream after N chunks (HTTP/2 reset, HTTP/1.1 close)",
+    "stall_after": "go silent after N chunks, for --stall-s seconds",
+    "stall_s": "length of the --stall-after silence, seconds",
+    "malformed_after": "one line of invalid JSON after N chunks",
+    "truncate_after": "end the body cleanly after N chunks, without finish or [DONE]",
+    "error_after": "an error object after N chunks, then the end of the body",
+    "header_delay_ms": "milliseconds before the response headers",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
     parser.add_argument(
         "--port", type=int, default=8001, help="port to bind; 0 picks a free one (default 8001)"
     )
@@ -49,15 +88,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("server-wide sim defaults (see docs/SIMULATOR.md)")
     for key, key_type in sorted(SIM_KEY_TYPES.items()):
         group.add_argument(
-            "--" + key.replace("_", "-"), dest=key, type=key_type, metavar=key_type.__name__.upper()
+            "--" + key.replace("_", "-"),
+            dest=key,
+            type=key_type,
+            metavar=key_type.__name__.upper(),
+            help=_KEY_HELP.get(key, "see docs/SIMULATOR.md"),
         )
     budget = parser.add_argument_group("budget mode (per API key)")
-    budget.add_argument("--max-concurrent-per-key", type=int, metavar="C")
-    budget.add_argument("--rps-per-key", type=float, metavar="R")
-    budget.add_argument("--rpm-per-key", type=int, metavar="N", help="requests per window")
-    budget.add_argument("--tpm-per-key", type=int, metavar="N", help="tokens per window")
     budget.add_argument(
-        "--budget-window-s", type=float, default=60.0, metavar="S", help="window (default 60 s)"
+        "--max-concurrent-per-key",
+        type=int,
+        metavar="C",
+        help="at most C requests in flight per API key; more get 429",
+    )
+    budget.add_argument(
+        "--rps-per-key",
+        type=float,
+        metavar="R",
+        help="at most R requests a second per API key (token bucket); more get 429",
+    )
+    budget.add_argument(
+        "--rpm-per-key",
+        type=int,
+        metavar="N",
+        help="at most N requests per window per API key; answers carry x-ratelimit-* headers",
+    )
+    budget.add_argument(
+        "--tpm-per-key",
+        type=int,
+        metavar="N",
+        help="at most N tokens (prompt + max_tokens) per window per API key",
+    )
+    budget.add_argument(
+        "--budget-window-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="the window of --rpm-per-key / --tpm-per-key (default 60 s)",
     )
     parser.add_argument(
         "--announce",
@@ -70,7 +137,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop when stdin closes (used when a parent process owns the simulator)",
     )
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="logging level: DEBUG, INFO, WARNING or ERROR (default WARNING)",
+    )
 
 
 def _announce(fmt: str) -> Callable[[ServerInfo], None]:

@@ -1,7 +1,8 @@
-"""Fixtures for the page tests: Debian's chromium driven by Playwright, the app under gunicorn.
+"""Fixtures for the page tests: an installed chromium driven by Playwright, the app under gunicorn.
 
-Playwright's own browser download does not work here, so the tests launch the system
-chromium (``apt-get install chromium``; ``.ci/run`` does it). The server runs on the session's
+Playwright's own browser download does not work here, so the tests launch an installed
+chromium, found as ``tests/browser/chromium.py`` describes (``.ci/run`` installs Debian's);
+without one they are skipped, or fail under ``CI=true``. The server runs on the session's
 simulator with a slow default profile (sent as the ``X-Sim`` header by the app, see
 ``BACKEND_AI_SIM_DEFAULTS``) so that a person — and a test — can watch the panels fill.
 """
@@ -10,16 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
+from .chromium import find_chromium, missing_reason
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -36,10 +38,13 @@ SLOW_PROFILE = {"ttft_ms": 300, "itl_ms": 40, "tokens": 60, "jitter": 0}
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (or deselect -m browser)")
+    chromium = find_chromium()
+    if chromium is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(missing_reason())
+        pytest.skip(missing_reason())
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
@@ -62,30 +67,50 @@ def page_server(
         yield server
 
 
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 360, "height": 740}
+
+OpenPage = Callable[..., Page]
+
+
 @pytest.fixture
-def page(
+def open_page(
     browser: Browser, page_server: GunicornProcess, simulator: SimulatorProcess
-) -> Iterator[Page]:
-    """The live page, loaded, with the simulator reset; fails on any script error.
+) -> Iterator[OpenPage]:
+    """``open_page(viewport=DESKTOP)``: the live page, loaded, with the simulator reset; each
+    fails the test on any script error.
 
     "Failed to load resource" lines are the browser reporting non-2xx answers, which some
     tests provoke on purpose; the page's handling of them is what those tests check.
     """
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
+    contexts: list[BrowserContext] = []
     errors: list[str] = []
-    page.on(
-        "console",
-        lambda msg: (
-            errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
-            else None
-        ),
-    )
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    assert page_server.url is not None
-    page.goto(page_server.url)
-    page.wait_for_selector('#upstream[data-upstream="simulator"]')
-    yield page
-    context.close()
+
+    def open_one(viewport: dict[str, int] = DESKTOP, **context_args: Any) -> Page:
+        context = browser.new_context(viewport=viewport, **context_args)
+        contexts.append(context)
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda msg: (
+                errors.append(msg.text)
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        assert page_server.url is not None
+        page.goto(page_server.url)
+        page.wait_for_selector('#upstream[data-upstream="simulator"]')
+        return page
+
+    yield open_one
+    for context in contexts:
+        context.close()
     assert not errors, f"errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(open_page: OpenPage) -> Page:
+    """The live page at desktop size."""
+    return open_page(DESKTOP)

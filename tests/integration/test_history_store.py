@@ -9,11 +9,11 @@ from pathlib import Path
 from backend_ai.app.history import HistoryRecord, HistoryStore, SectionRecord
 
 
-def record(n: int) -> HistoryRecord:
+def record(n: int, created_at: float | None = None) -> HistoryRecord:
     return HistoryRecord(
         request_id=f"r{n}",
         route="dream",
-        created_at=time.time(),
+        created_at=time.time() if created_at is None else created_at,
         duration_ms=12.5,
         cancelled=False,
         input={"dream": f"dream {n}"},
@@ -83,3 +83,67 @@ def test_close_writes_what_is_queued_and_is_safe_twice(tmp_path: Path) -> None:
     store.close()
     assert not store.submit(record(9))
     assert len(HistoryStore(path).recent(10)) == 5
+
+
+def count_rows(path: Path) -> int:
+    conn = sqlite3.connect(str(path))
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_the_writer_keeps_only_the_newest_max_rows(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(str(path), max_rows=5)
+    try:
+        for n in range(12):
+            store.submit(record(n))
+        assert store.flush(5.0)
+        assert count_rows(path) == 5
+        assert [r["request_id"] for r in store.recent(100)] == [f"r{n}" for n in range(11, 6, -1)]
+    finally:
+        store.close()
+
+
+def test_the_writer_prunes_readings_older_than_max_age(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    day = 86400.0
+    store = HistoryStore(str(path), max_age_s=30 * day)
+    try:
+        store.submit(record(0, created_at=time.time() - 40 * day))
+        store.submit(record(1, created_at=time.time() - 29 * day))
+        store.submit(record(2))
+        assert store.flush(5.0)
+        assert [r["request_id"] for r in store.recent(100)] == ["r2", "r1"]
+    finally:
+        store.close()
+
+
+def test_limits_apply_to_a_file_written_before_they_shrank(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(str(path))
+    for n in range(10):
+        store.submit(record(n))
+    store.close()
+    assert count_rows(path) == 10
+    smaller = HistoryStore(str(path), max_rows=3)
+    try:
+        smaller.submit(record(10))
+        assert smaller.flush(5.0)
+        assert count_rows(path) == 3
+    finally:
+        smaller.close()
+
+
+def test_without_limits_nothing_is_pruned(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(str(path))
+    try:
+        store.submit(record(0, created_at=time.time() - 1000 * 86400))
+        for n in range(1, 30):
+            store.submit(record(n))
+        assert store.flush(5.0)
+        assert count_rows(path) == 30
+    finally:
+        store.close()

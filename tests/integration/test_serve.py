@@ -65,13 +65,13 @@ def alive(pid: int) -> bool:
 class Serve:
     """A running ``backend-ai serve`` and the lines it logged."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
         env["BACKEND_AI_HISTORY_DB"] = str(tmp_path / "history.sqlite3")
         self.port = free_port()
         command = [sys.executable, "-m", "backend_ai.cli", "serve", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [*command, "--workers", "1", "--threads", "8"],
+            [*command, "--workers", "1", "--threads", "8", *extra],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -157,17 +157,96 @@ def test_a_killed_serve_leaves_no_orphans(serve: Serve) -> None:
     assert not [pid for pid in children if alive(pid)], "orphans left after kill -9"
 
 
-def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
+def refused_serve(*args: str, **env_vars: str) -> str:
+    """Runs ``serve`` expecting a refusal: exit status 2, one line, nothing started."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
-    env["BACKEND_AI_HEARTBEAT_S"] = "soon"
+    env.update(env_vars)
     result = subprocess.run(
-        [sys.executable, "-m", "backend_ai.cli", "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "backend_ai.cli", "serve", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("backend-ai serve: error: ")
+    # The simulator and gunicorn would have logged (they start after every check).
+    assert "simulator" not in result.stderr
+    assert "gunicorn" not in result.stderr.lower()
+    return lines[0]
+
+
+def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
+    line = refused_serve("--port", str(free_port()), BACKEND_AI_HEARTBEAT_S="soon")
+    assert "BACKEND_AI_HEARTBEAT_S" in line
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_2() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        line = refused_serve("--port", str(port), "--no-history")
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+    assert "--port" in line
+
+
+def test_serve_refuses_a_history_file_it_cannot_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = refused_serve("--port", "0", "--history", str(blocker / "history.sqlite3"))
+    assert "history" in line
+    assert "--no-history" in line
+
+
+def test_serve_refuses_an_impossible_port() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "backend_ai.cli", "serve", "--port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
-    assert "BACKEND_AI_HEARTBEAT_S" in result.stderr
+    assert "65535" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_serve_history_path_and_access_lines(tmp_path: Path) -> None:
+    history = tmp_path / "chosen" / "readings.sqlite3"
+    serve = Serve(tmp_path, "--history", str(history))
+    try:
+        page = serve.wait_for(_READY, timeout=60).group(2)
+        serve.wait_for(re.compile(r"history: " + re.escape(str(history))), timeout=10)
+        with httpx.Client(timeout=30) as http:
+            response = http.post(page + "dream/interpret-stream", json={"dream": "SECRET-DREAM"})
+            request_id = response.headers["X-Request-Id"]
+            check_protocol(parse_frames(response.text))
+            deadline = time.monotonic() + 10
+            while not http.get(page + "history?limit=1").json()["readings"]:
+                assert time.monotonic() < deadline, "the reading never reached the history"
+                time.sleep(0.05)
+        assert history.exists()
+        serve.wait_for(
+            re.compile(rf"request_id={request_id} path=/dream/interpret-stream .*outcome=ok"),
+            timeout=10,
+        )
+        assert not any("SECRET-DREAM" in line for line in serve.log)
+    finally:
+        serve.close()
+
+
+@pytest.mark.slow
+def test_serve_without_history(tmp_path: Path) -> None:
+    serve = Serve(tmp_path, "--no-history")
+    try:
+        page = serve.wait_for(_READY, timeout=60).group(2)
+        serve.wait_for(re.compile(r"history: off"), timeout=10)
+        with httpx.Client(timeout=30) as http:
+            assert http.get(page + "health").json()["history"] is False
+            assert http.get(page + "history").status_code == 404
+        assert not (tmp_path / "history.sqlite3").exists()
+    finally:
+        serve.close()

@@ -60,6 +60,10 @@ def test_every_variable_is_read() -> None:
             "BACKEND_AI_CORS_ORIGINS": "https://a.example",
             "BACKEND_AI_HISTORY_DB": "off",
             "BACKEND_AI_HISTORY_QUEUE_SIZE": "5",
+            "BACKEND_AI_HISTORY_MAX_AGE_DAYS": "7.5",
+            "BACKEND_AI_HISTORY_MAX_ROWS": "off",
+            "BACKEND_AI_SEND_TIMEOUT_S": "4",
+            "BACKEND_AI_ACCESS_LOG": "0",
         }
     )
     assert settings.openai_api_key == "sk-x"
@@ -86,6 +90,10 @@ def test_every_variable_is_read() -> None:
     assert settings.cors_origins == ("https://a.example",)
     assert settings.history_db_path is None
     assert settings.history_queue_size == 5
+    assert settings.history_max_age_days == 7.5
+    assert settings.history_max_rows is None
+    assert settings.send_timeout_s == 4
+    assert settings.access_log is False
 
 
 @pytest.mark.parametrize(
@@ -103,6 +111,9 @@ def test_every_variable_is_read() -> None:
         ("BACKEND_AI_COMPARE_MODELS", "a,a"),
         ("BACKEND_AI_MAX_CONTENT_LENGTH", "10"),
         ("OPENAI_BASE_URL", "ftp://example.com"),
+        ("BACKEND_AI_HISTORY_MAX_ROWS", "-5"),
+        ("BACKEND_AI_HISTORY_MAX_AGE_DAYS", "-1"),
+        ("BACKEND_AI_SEND_TIMEOUT_S", "later"),
     ],
 )
 def test_bad_values_fail_with_the_setting_named(name: str, value: str) -> None:

@@ -53,7 +53,8 @@ def test_route_streams_every_section_by_the_protocol(
     frames = stream(sim_client, route, body)
     texts = check_protocol(frames)
     events = data_events(frames)
-    assert events[0]["sections"] == sections
+    start = next(e for e in events if e["type"] == "start")
+    assert start["sections"] == sections
     assert events[-1]["completed"]
     assert sorted(events[-1]["completed"]) == sorted(sections)
     assert all(texts[name] for name in sections)
@@ -277,3 +278,42 @@ def test_stats_reports_the_engines_per_section_numbers(sim_client: FlaskClient) 
     for name in DREAM_SECTIONS:
         assert stats[name]["count"] >= 1
         assert stats[name]["avg_time_ms"] > 0
+
+
+def test_tarot_sends_the_drawn_cards_first_and_saves_the_same_cards(
+    sim_client: FlaskClient, sim_app: Flask
+) -> None:
+    frames = stream(sim_client, "/tarot/three-card-stream", {"question": "What now?"})
+    check_protocol(frames)
+    reading, start = data_events(frames)[:2]
+    assert reading["type"] == "reading"
+    assert (reading["route"], reading["spread"]) == ("tarot", "three-card")
+    assert reading["request_id"] == start["request_id"]
+    assert len(reading["cards"]) == 3
+    assert len(set(reading["cards"])) == 3
+    history = get_state(sim_app).history
+    assert history is not None
+    assert history.flush(5.0)
+    assert history.recent(1)[0]["input"]["cards"] == reading["cards"]
+
+
+@pytest.mark.parametrize("given", [None, 12])
+def test_iching_sends_the_cast_hexagram_first(sim_client: FlaskClient, given: int | None) -> None:
+    body: dict[str, Any] = {"question": "Should I move?"}
+    if given is not None:
+        body["hexagram"] = given
+    frames = stream(sim_client, "/iching/reading-stream", body)
+    check_protocol(frames)
+    reading = data_events(frames)[0]
+    assert reading["type"] == "reading"
+    assert reading["route"] == "iching"
+    number = reading["hexagram"]["number"]
+    assert 1 <= number <= 64
+    if given is not None:
+        assert number == given
+    assert reading["hexagram"]["name"]
+
+
+def test_routes_without_a_draw_start_with_the_engine_start(sim_client: FlaskClient) -> None:
+    frames = stream(sim_client, "/dream/interpret-stream", {"dream": "a dream"})
+    assert data_events(frames)[0]["type"] == "start"

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from backend_ai.simulator import SimulatorProcess
 
 from .conftest import SECRET_KEY, MakeApp
+from .sse_client import data_events, parse_frames
 
 DREAM = "/dream/interpret-stream"
 ICHING = "/iching/reading-stream"
@@ -41,7 +42,12 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     (DREAM, {"json": {"dream": "x" * 4001}}, 422, "text_too_long"),
     (DREAM, {"json": {"dream": "x", "prompt": "y"}}, 422, "unknown_field"),
     (DREAM, {"json": {"dream": "x", "mode": "sideways"}}, 422, "invalid_mode"),
-    (DREAM, {"json": {"dream": "x", "mode": "as_completed"}}, 422, "invalid_mode"),
+    (DREAM, {"json": {"dream": "x", "mode": "As_Completed"}}, 422, "invalid_mode"),
+    (DREAM, {"json": {"dream": "x", "sim": {"nonsense": 1}}}, 422, "invalid_sim"),
+    (DREAM, {"json": {"dream": "x", "sim": {"tokens": "many"}}}, 422, "invalid_sim"),
+    (DREAM, {"json": {"dream": "x", "sim": {"tokens": 10**6}}}, 422, "invalid_sim"),
+    (DREAM, {"json": {"dream": "x", "sim": {"stall_after": 3}}}, 422, "invalid_sim"),
+    (DREAM, {"json": {"dream": "x", "sim_sections": {"summary": {"itl": 3}}}}, 422, "invalid_sim"),
     (DREAM, {"json": {"dream": "x", "mode": ["ordered"]}}, 422, "invalid_mode"),
     (ICHING, {"json": {"question": "q", "hexagram": 0}}, 422, "invalid_value"),
     (ICHING, {"json": {"question": "q", "hexagram": 65}}, 422, "invalid_value"),
@@ -207,3 +213,47 @@ def test_health_tells_the_page_what_it_needs_and_no_secret(client: FlaskClient) 
     assert "three-card" in body["tarot_spreads"]
     assert SECRET_KEY not in json.dumps(body)
     assert "127.0.0.1" not in json.dumps(body)  # nor the upstream's address
+
+
+@pytest.mark.parametrize(
+    ("sim", "named"),
+    [
+        ({"nonsense": 1}, "'nonsense'"),
+        ({"tokens": "SECRET-TEXT"}, "'tokens'"),
+        ({"jitter": 7}, "'jitter'"),
+    ],
+)
+def test_bad_sim_key_is_a_422_naming_the_key_without_echoing_the_value(
+    sim_client: FlaskClient, simulator: SimulatorProcess, sim: dict[str, Any], named: str
+) -> None:
+    response = sim_client.post(DREAM, json={"dream": "x", "sim": sim})
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_sim"
+    assert named in error["message"]
+    assert "SECRET-TEXT" not in error["message"]
+    assert not response.headers.get("Content-Type", "").startswith("text/event-stream")
+    assert simulator.stats(records=False)["requests_total"] == 0
+
+
+def test_valid_sim_keys_still_stream(sim_client: FlaskClient) -> None:
+    sim = {"tokens": 3, "itl_ms": 0, "ttft_ms": 0, "stall_after": 1, "stall_s": 0.01}
+    response = sim_client.post(DREAM, json={"dream": "x", "sim": sim})
+    assert response.status_code == 200
+    events = data_events(parse_frames(response.get_data(as_text=True)))
+    assert sorted(events[-1]["completed"]) == ["recommendations", "summary", "symbols"]
+
+
+@pytest.mark.parametrize("mode", ["interleaved", "ordered", "as_completed"])
+def test_every_engine_mode_is_accepted(sim_client: FlaskClient, mode: str) -> None:
+    sim = {"tokens": 5, "itl_ms": 1, "ttft_ms": 0}
+    response = sim_client.post(DREAM, json={"dream": "x", "mode": mode, "sim": sim})
+    assert response.status_code == 200
+    events = data_events(parse_frames(response.get_data(as_text=True)))
+    assert events[0] == {**events[0], "type": "start", "mode": mode}
+    assert sorted(events[-1]["completed"]) == ["recommendations", "summary", "symbols"]
+    if mode == "as_completed":
+        # Whole sections: once another section's event appears, an earlier one never returns.
+        order = [e["section"] for e in events if "section" in e]
+        runs = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+        assert len(runs) == 3, runs

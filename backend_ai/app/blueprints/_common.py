@@ -13,12 +13,19 @@ from typing import Any
 
 from flask import Response, g, request
 
+from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState, get_state
 from backend_ai.app.prompts import SectionPrompt
 from backend_ai.app.services.parallel_streaming import StreamConfig
 from backend_ai.app.services.parallel_streaming.config import PRESETS
 from backend_ai.app.streaming import open_run, sse_response
-from backend_ai.app.validation import RequestError, check_fields, json_body, stream_mode
+from backend_ai.app.validation import (
+    RequestError,
+    check_fields,
+    json_body,
+    sim_controls,
+    stream_mode,
+)
 
 __all__ = ["COMMON_FIELDS", "StreamRequest", "parse", "preset_config", "stream"]
 
@@ -71,6 +78,10 @@ def parse(fields: Sequence[str], *, page_mode: bool = True) -> StreamRequest:
                 "invalid_type",
                 "field 'sim_sections' must map section names to JSON objects",
             )
+        defaults = state.settings.sim_defaults
+        merged = sim_controls(sim, field="sim", defaults=defaults)
+        for controls in (per_section or {}).values():
+            sim_controls({**merged, **controls}, field="sim_sections", defaults=defaults)
     return StreamRequest(body, mode, state)
 
 
@@ -103,8 +114,13 @@ def stream(
     route: str,
     configs: Sequence[StreamConfig],
     input_data: Mapping[str, Any],
+    reading: Mapping[str, Any] | None = None,
 ) -> Response:
-    """Open the run and answer with its SSE response."""
+    """Open the run and answer with its SSE response.
+
+    ``reading``: what the server drew or cast for this reading (tarot cards, a hexagram), sent
+    as the app-level ``reading`` event ahead of the run's frames so the page can show it at once.
+    """
     names = {c.section_name for c in configs}
     unknown = sorted(set(req.body.get("sim_sections") or {}) - names)
     if unknown:
@@ -122,5 +138,8 @@ def stream(
         mode=req.mode,
         input_data=input_data,
         received_at=g.get("received_at", time.perf_counter()),
+        reading=reading,
     )
+    # The access line (written when the server closes the response) reports on the run.
+    request.environ[ACCESS_KEY] = run.recorder
     return sse_response(req.state, run)

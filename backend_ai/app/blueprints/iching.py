@@ -34,4 +34,5 @@ def reading_stream() -> Response:
         route="iching",
         configs=configs,
         input_data={"question": question, "hexagram": number},
+        reading={"hexagram": {"number": number, "name": HEXAGRAMS[number - 1]}},
     )

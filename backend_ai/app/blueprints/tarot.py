@@ -44,4 +44,5 @@ def reading_stream(spread: str) -> Response:
         route="tarot",
         configs=[preset_config(req, TAROT_SECTION, prompt)],
         input_data={"question": question, "spread": spread, "cards": cards},
+        reading={"spread": spread, "cards": cards},
     )

@@ -1,13 +1,13 @@
 // The batch tab of the live page: one instruction over many items (one per line), POSTed to
 // /batch/stream; a progress bar follows the "progress" events and a table fills as each
-// "item" event lands. Self-contained: it builds its own tab bar and view at load, so the
-// page's own markup only has to include this script and its stylesheet.
+// "item" event lands. It adds itself with the page's window.backendAI.addTab, so the page's
+// own markup only has to include this script and its stylesheet.
 // Server text only ever goes into textContent, never into HTML.
 "use strict";
 
 (function () {
-  const main = document.querySelector("main");
-  if (!main) return;
+  const page = window.backendAI;
+  if (!page) return;
 
   function el(tag, attrs, text) {
     const node = document.createElement(tag);
@@ -16,14 +16,8 @@
     return node;
   }
 
-  // -- tabs: the page's existing content is the "Readings" tab ---------------------------
-  const readings = [...main.children];
-  const tabs = el("nav", { class: "tabs", role: "tablist" });
-  const readingsTab = el("button", { type: "button", role: "tab", id: "tab-readings" }, "Readings");
-  const batchTab = el("button", { type: "button", role: "tab", id: "tab-batch" }, "Batch");
-  tabs.append(readingsTab, batchTab);
-
-  const view = el("section", { id: "batch", class: "batch", hidden: "" });
+  // -- the tab: the page's addTab makes the button (#tab-batch) and shows/hides the panel ---
+  const view = el("section", { id: "batch", class: "batch" });
   view.innerHTML = `
     <form id="batch-form" autocomplete="off">
       <label for="batch-instruction">Instruction (applied to every item)</label>
@@ -53,22 +47,11 @@
       <thead><tr><th>#</th><th>id</th><th>status</th><th>text</th><th>duration</th></tr></thead>
       <tbody></tbody>
     </table>`;
-  main.prepend(tabs);
-  main.append(view);
+  page.addTab("batch", "Batch", view);
 
   function $(id) {
     return document.getElementById(id);
   }
-
-  function select(batch) {
-    view.hidden = !batch;
-    for (const node of readings) node.classList.toggle("tab-hidden", batch);
-    readingsTab.setAttribute("aria-selected", String(!batch));
-    batchTab.setAttribute("aria-selected", String(batch));
-  }
-  readingsTab.addEventListener("click", () => select(false));
-  batchTab.addEventListener("click", () => select(true));
-  select(false);
 
   // -- the run ---------------------------------------------------------------------------
   let controller = null;
@@ -163,12 +146,11 @@
       items,
       mode: $("batch-mode").value,
     };
-    const headers = { "Content-Type": "application/json", Accept: "text/event-stream" };
-    const token = document.getElementById("token");
-    const tokenRow = document.getElementById("token-row");
-    if (token && tokenRow && !tokenRow.hidden && token.value) {
-      headers.Authorization = `Bearer ${token.value}`;
-    }
+    const headers = {
+      "Content-Type": "application/json",
+      Accept: "text/event-stream",
+      ...page.authHeaders(),
+    };
     controller = new AbortController();
     $("batch-start").disabled = true;
     $("batch-stop").disabled = false;
