@@ -6,7 +6,8 @@
     ├── SimulatorError   the embedded upstream simulator failed to start or answer
     └── UpstreamProtocolError   the upstream broke the stream protocol mid-stream
         ├── MalformedChunkError   a chunk that is not valid JSON
-        └── UpstreamStreamError   an error payload in the middle of the stream
+        ├── UpstreamStreamError   an error payload in the middle of the stream
+        └── IncompleteResponseError   the upstream declared its answer incomplete
 
 Upstream (SDK, HTTP) failures never surface as exceptions out of a stream: they are translated
 once, at the engine boundary, into section ``error`` events with a machine-readable code.
@@ -15,6 +16,7 @@ once, at the engine boundary, into section ``error`` events with a machine-reada
 __all__ = [
     "BackendAIError",
     "ConfigError",
+    "IncompleteResponseError",
     "LifecycleError",
     "MalformedChunkError",
     "SimulatorError",
@@ -49,3 +51,7 @@ class MalformedChunkError(UpstreamProtocolError):
 
 class UpstreamStreamError(UpstreamProtocolError):
     """The upstream sent an error object in the middle of a stream."""
+
+
+class IncompleteResponseError(UpstreamProtocolError):
+    """The upstream ended the answer as incomplete (the Responses API's ``response.incomplete``)."""

@@ -18,10 +18,9 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import openai
-from flask import Flask, current_app
 
 from backend_ai.app.history import HistoryStore
 from backend_ai.app.metrics import ServiceMetrics
@@ -37,7 +36,10 @@ from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, R
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 
-__all__ = ["EXTENSION_KEY", "BackendAI", "ServiceState", "get_state"]
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["EXTENSION_KEY", "BackendAI", "ServiceState", "build_state", "get_state", "live_states"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +120,13 @@ class ServiceState:
 _live_states: weakref.WeakSet[ServiceState] = weakref.WeakSet()
 
 
+def live_states() -> list[ServiceState]:
+    """Every service state of this process not closed yet (for shutdown hooks)."""
+    return list(_live_states)
+
+
 def _close_live_states() -> None:
-    for state in list(_live_states):
+    for state in live_states():
         try:
             state.close()
         except Exception as exc:  # at exit, keep closing the others
@@ -150,6 +157,58 @@ def _build_client(settings: Settings, pool: HttpClientPool) -> openai.OpenAI:
     )
 
 
+def build_state(settings: Settings) -> ServiceState:
+    """The long-lived objects of one service, whatever the web framework; ``close()`` them."""
+    pool = HttpClientPool(settings.http)
+    client = _build_client(settings, pool)
+    metrics = ServiceMetrics()
+    history = None
+    if settings.history_db_path is not None:
+        history = HistoryStore(
+            settings.history_db_path,
+            queue_size=settings.history_queue_size,
+            on_drop=metrics.history_dropped.inc,
+            max_age_s=(
+                None
+                if settings.history_max_age_days is None
+                else settings.history_max_age_days * 86400
+            ),
+            max_rows=settings.history_max_rows,
+        )
+    executor = SectionExecutor(settings.max_workers)
+    budget: RateBudget | None = None
+    if settings.rpm is not None or settings.tpm is not None:
+        budget = LocalRateBudget(settings.rpm, settings.tpm)
+        # Every upstream answer updates it: limits, what is left, a 429's cool-down.
+        pool.get().event_hooks["response"].append(
+            budget.response_hook(cap_s=settings.max_retry_wait_s)
+        )
+    state = ServiceState(
+        settings=settings,
+        http_pool=pool,
+        executor=executor,
+        client=client,
+        manager=ParallelStreamManager(client, executor=executor, budget=budget),
+        metrics=metrics,
+        history=history,
+        batch=BatchRunner(
+            client,
+            executor=executor,
+            budget=budget,
+            options=BatchOptions(
+                max_parallel=settings.batch_max_parallel,
+                stall_timeout_s=settings.stall_timeout_s,
+                max_retry_wait_s=settings.max_retry_wait_s,
+                backpressure_timeout_s=settings.backpressure_timeout_s,
+                include_usage=settings.include_usage,
+            ),
+        ),
+        budget=budget,
+    )
+    _live_states.add(state)
+    return state
+
+
 class BackendAI:
     """``BackendAI(app)`` or ``ext = BackendAI(); ext.init_app(app, settings)``."""
 
@@ -161,59 +220,14 @@ class BackendAI:
         """Build the app's ``ServiceState`` and store it in ``app.extensions``."""
         if EXTENSION_KEY in app.extensions:
             raise ConfigError("BackendAI is already initialised on this app")
-        settings = settings or Settings.from_env()
-        pool = HttpClientPool(settings.http)
-        client = _build_client(settings, pool)
-        metrics = ServiceMetrics()
-        history = None
-        if settings.history_db_path is not None:
-            history = HistoryStore(
-                settings.history_db_path,
-                queue_size=settings.history_queue_size,
-                on_drop=metrics.history_dropped.inc,
-                max_age_s=(
-                    None
-                    if settings.history_max_age_days is None
-                    else settings.history_max_age_days * 86400
-                ),
-                max_rows=settings.history_max_rows,
-            )
-        executor = SectionExecutor(settings.max_workers)
-        budget: RateBudget | None = None
-        if settings.rpm is not None or settings.tpm is not None:
-            budget = LocalRateBudget(settings.rpm, settings.tpm)
-            # Every upstream answer updates it: limits, what is left, a 429's cool-down.
-            pool.get().event_hooks["response"].append(
-                budget.response_hook(cap_s=settings.max_retry_wait_s)
-            )
-        state = ServiceState(
-            settings=settings,
-            http_pool=pool,
-            executor=executor,
-            client=client,
-            manager=ParallelStreamManager(client, executor=executor, budget=budget),
-            metrics=metrics,
-            history=history,
-            batch=BatchRunner(
-                client,
-                executor=executor,
-                budget=budget,
-                options=BatchOptions(
-                    max_parallel=settings.batch_max_parallel,
-                    stall_timeout_s=settings.stall_timeout_s,
-                    max_retry_wait_s=settings.max_retry_wait_s,
-                    backpressure_timeout_s=settings.backpressure_timeout_s,
-                    include_usage=settings.include_usage,
-                ),
-            ),
-            budget=budget,
-        )
+        state = build_state(settings or Settings.from_env())
         app.extensions[EXTENSION_KEY] = state
-        _live_states.add(state)
         return state
 
 
 def get_state(app: Flask | None = None) -> ServiceState:
     """The ``ServiceState`` of ``app`` (default: the current app)."""
+    from flask import current_app
+
     target = app if app is not None else current_app
     return cast(ServiceState, target.extensions[EXTENSION_KEY])

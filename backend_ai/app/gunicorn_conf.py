@@ -59,11 +59,6 @@ keepalive = 5
 control_socket_disable = True
 
 
-def _state_of(worker: Any) -> Any:
-    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None)
-    return None if extensions is None else extensions.get("backend_ai")
-
-
 class _SendTimeoutFilter(logging.Filter):
     """gunicorn logs a send that hit ``SO_SNDTIMEO`` as "Socket error" with a traceback; it is
     the send timeout doing its job (a client that stopped reading was dropped): one line."""
@@ -98,14 +93,18 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Chain a drain onto the worker's SIGTERM handler: open streams end with ``done``."""
-    state = _state_of(worker)
-    if state is None:
-        return
+    """Chain a drain onto the worker's SIGTERM handler: open streams end with ``done``.
+
+    Every service of the worker is drained: the Flask app's, or the one the Django integration
+    builds on first use — which may not exist yet, so they are looked up when the signal comes.
+    """
+    from backend_ai.app.extension import live_states  # imported now, not in a signal handler
+
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        state.begin_drain()
+        for state in live_states():
+            state.begin_drain()
         if callable(previous):
             previous(signum, frame)
 
@@ -115,7 +114,8 @@ def post_worker_init(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Release the app's engine, history writer and HTTP pool before the worker goes."""
-    state = _state_of(worker)
-    if state is not None:
+    """Release the worker's engines, history writers and HTTP pools before the worker goes."""
+    from backend_ai.app.extension import live_states
+
+    for state in live_states():
         state.close()

@@ -77,8 +77,13 @@ class GunicornProcess:
         extra_args: Sequence[str] = (),
         output: IO[str] | None = None,
         ready_timeout: float = 60.0,
+        app: str = APP_SPEC,
+        config: str | None = CONFIG_SPEC,
         listener: socket.socket | None = None,
     ) -> None:
+        """``app`` and ``config`` default to the Flask service; another WSGI app (the Django
+        example) passes its own, and ``config=None`` lets gunicorn read the
+        ``gunicorn.conf.py`` of its working directory (after ``--chdir``)."""
         self._host = host
         self._port = port
         #: An already bound socket (from ``listen``) to serve on instead of binding host:port;
@@ -92,8 +97,9 @@ class GunicornProcess:
             "--log-level",
             log_level,
             *extra_args,
-            APP_SPEC,
+            app,
         ]
+        self._config = config
         self._env = dict(env) if env is not None else None
         self._output = output
         self._ready_timeout = ready_timeout
@@ -126,8 +132,7 @@ class GunicornProcess:
                 sys.executable,
                 "-m",
                 "gunicorn",
-                "--config",
-                CONFIG_SPEC,
+                *(("--config", self._config) if self._config is not None else ()),
                 "--bind",
                 f"fd://{listener.fileno()}",
                 *self._arguments,

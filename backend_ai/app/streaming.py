@@ -26,9 +26,7 @@ import logging
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from flask import Response
+from typing import TYPE_CHECKING, Any
 
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.history import HistoryRecord, SectionRecord
@@ -45,12 +43,16 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionStarted,
 )
 
+if TYPE_CHECKING:
+    from flask import Response
+
 __all__ = [
     "SSE_HEADERS",
     "OpenedRun",
     "RunRecorder",
     "open_run",
     "reading_frame",
+    "sse_body",
     "sse_response",
 ]
 
@@ -310,9 +312,17 @@ def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
             logger.warning("recording run %s failed: %s", recorder.request_id, type(exc).__name__)
 
 
+def sse_body(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
+    """The SSE bytes of ``run``, for any WSGI framework's streaming response; closing the
+    iterator (the server does when the client goes away) cancels the run."""
+    return _frames(state, run)
+
+
 def sse_response(state: ServiceState, run: OpenedRun) -> Response:
     """The ``text/event-stream`` response that streams ``run``."""
-    response = Response(_frames(state, run), mimetype="text/event-stream")
+    from flask import Response
+
+    response = Response(sse_body(state, run), mimetype="text/event-stream")
     response.headers.update(SSE_HEADERS)
     response.headers["X-Request-Id"] = run.recorder.request_id
     return response

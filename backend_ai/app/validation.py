@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from flask import Request
+from typing import TYPE_CHECKING, Any
 
 from backend_ai.app.services.parallel_streaming import Mode
 from backend_ai.errors import BackendAIError
 
+if TYPE_CHECKING:
+    from flask import Request
+
 __all__ = [
+    "MAX_HISTORY_TURNS",
     "MODES",
     "RequestError",
     "check_fields",
+    "check_json_mimetype",
+    "decode_json_object",
+    "history_turns",
     "json_body",
     "model_list",
     "optional_int",
@@ -40,6 +45,9 @@ __all__ = [
 
 #: The orderings a streaming route accepts: every mode the engine has.
 MODES = tuple(mode.value for mode in Mode)
+#: Most earlier turns a follow-up request may carry; the route's own system prompt comes first.
+MAX_HISTORY_TURNS = 20
+_HISTORY_ROLES = ("user", "assistant")
 
 
 class RequestError(BackendAIError):
@@ -57,17 +65,27 @@ class RequestError(BackendAIError):
 
 def json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object, or ``RequestError`` (415 for other media types, 400 if bad)."""
-    if request.mimetype != "application/json":
-        raise RequestError(
-            415, "unsupported_media_type", "the request body must be JSON (application/json)"
-        )
-    # Parsed here rather than with ``request.get_json``: deep nesting raises RecursionError,
-    # which Werkzeug does not treat as bad JSON and would turn into a 500.
+    check_json_mimetype(request.mimetype)
     raw = request.get_data(cache=True)
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # A chunked body is cut at the limit by Werkzeug; cut means too large, not bad JSON.
         raise RequestError(413, "payload_too_large", "the request body is too large")
+    return decode_json_object(raw)
+
+
+def check_json_mimetype(mimetype: str) -> None:
+    """415 unless the body is declared as ``application/json``."""
+    if mimetype != "application/json":
+        raise RequestError(
+            415, "unsupported_media_type", "the request body must be JSON (application/json)"
+        )
+
+
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    """A request body's JSON object, or a 400 ``RequestError`` saying why it is not one."""
+    # Parsed with ``json.loads`` rather than a framework's helper: deep nesting raises
+    # RecursionError, which the frameworks do not treat as bad JSON and would turn into a 500.
     try:
         body = json.loads(raw)
         # JSON may carry lone surrogates (``"\\ud800"``) that no UTF-8 upstream request can.
@@ -209,6 +227,49 @@ def model_list(
                 f"model {_quote(unknown[0])} is not allowed; allowed: {', '.join(allowed)}",
             )
     return models
+
+
+def history_turns(body: Mapping[str, Any], name: str, *, max_chars: int) -> list[dict[str, str]]:
+    """Optional earlier turns of a conversation: ``[{"role": "user"|"assistant", "content"}]``.
+
+    At most ``MAX_HISTORY_TURNS`` turns, each a non-blank text of at most ``max_chars``
+    characters; the route's own system prompt stays the only system message.
+    """
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RequestError(422, "invalid_type", f"field '{name}' must be a list of turns")
+    if len(value) > MAX_HISTORY_TURNS:
+        raise RequestError(
+            422,
+            "too_many_turns",
+            f"field '{name}' has {len(value)} turns; the maximum is {MAX_HISTORY_TURNS}",
+        )
+    turns: list[dict[str, str]] = []
+    for index, turn in enumerate(value):
+        where = f"{name}[{index}]"
+        if not isinstance(turn, dict) or set(turn) != {"role", "content"}:
+            raise RequestError(
+                422, "invalid_type", f"'{where}' must be an object with 'role' and 'content'"
+            )
+        role, content = turn["role"], turn["content"]
+        if not isinstance(role, str) or role not in _HISTORY_ROLES:
+            raise RequestError(
+                422, "invalid_value", f"'{where}.role' must be one of: {', '.join(_HISTORY_ROLES)}"
+            )
+        if not isinstance(content, str) or not content.strip():
+            raise RequestError(
+                422, "invalid_value", f"'{where}.content' must be a non-empty string"
+            )
+        if len(content) > max_chars:
+            raise RequestError(
+                422,
+                "text_too_long",
+                f"'{where}.content' has {len(content)} characters; the maximum is {max_chars}",
+            )
+        turns.append({"role": role, "content": content})
+    return turns
 
 
 def _quote(name: str) -> str:

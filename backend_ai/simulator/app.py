@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 from . import wire
 from .asgi import Receive, Scope, Send, read_body, send_response
-from .completions import handle_chat_completion
+from .completions import handle_chat_completion, handle_responses
 from .profile import DEFAULT_PROFILE, Budget, SimKeyError, SimProfile, parse_budget, parse_sim_keys
 from .request import RequestError, bearer_key
 from .state import SimulatorState
@@ -39,6 +39,22 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
+def _is_azure_chat(path: str) -> bool:
+    """Azure OpenAI's shape: ``/openai/deployments/{deployment}/chat/completions``."""
+    parts = path.split("/")
+    return (
+        len(parts) == 6
+        and parts[1:3] == ["openai", "deployments"]
+        and bool(parts[3])
+        and parts[4:] == ["chat", "completions"]
+    )
+
+
+def _azure_api_version(scope: Scope) -> str:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return query.get("api-version", [""])[0]
+
+
 class SimulatorApp:
     """ASGI callable holding one :class:`SimulatorState`."""
 
@@ -54,6 +70,15 @@ class SimulatorApp:
         method, path = scope["method"], scope["path"]
         if path == "/v1/chat/completions" and method == "POST":
             await handle_chat_completion(self.state, scope, receive, send)
+        elif path == "/v1/responses" and method == "POST":
+            await handle_responses(self.state, scope, receive, send)
+        elif _is_azure_chat(path) and method == "POST":
+            if not _azure_api_version(scope):
+                await self._error(
+                    send, 404, "Resource not found: the 'api-version' query parameter is missing"
+                )
+            else:
+                await handle_chat_completion(self.state, scope, receive, send)
         elif path.startswith("/_sim/"):
             await self._control(scope, receive, send)
         elif path == "/v1/models" or path.startswith("/v1/models/"):

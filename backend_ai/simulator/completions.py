@@ -1,4 +1,6 @@
-"""One chat completion, from the request's arrival to its end or its injected failure.
+"""One chat completion (or Responses API answer), from the request's arrival to its end or its
+injected failure. Both APIs share everything but their wire format (``wire.ChunkEncoder`` or
+``wire.ResponsesEncoder``): validation, budget, timing, faults and statistics.
 
 Timing runs on an absolute schedule measured from the request's arrival (first content token at
 ``ttft``, each next one ``itl`` later), so the total duration does not drift with the cost of
@@ -18,19 +20,19 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Coroutine, Hashable, Iterable
+from collections.abc import Callable, Coroutine, Hashable, Iterable
 from typing import Any
 
 from . import wire
 from .asgi import Receive, Scope, Send, read_body, sleep_until, wait_for_disconnect
 from .budget import retry_after_headers
 from .profile import SimProfile
-from .request import ChatRequest, RequestError, parse_chat_request
+from .request import ChatRequest, RequestError, parse_chat_request, parse_responses_request
 from .state import SimulatorState
 from .stats import RequestRecord
 from .text import completion_tokens, count_prompt_tokens
 
-__all__ = ["CONNECTION_ID_KEY", "connection_key", "handle_chat_completion"]
+__all__ = ["CONNECTION_ID_KEY", "connection_key", "handle_chat_completion", "handle_responses"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +126,26 @@ def _fault_retry_headers(profile: SimProfile) -> list[tuple[bytes, bytes]]:
     return headers
 
 
+_Parser = Callable[[bytes, Scope, SimProfile], ChatRequest]
+
+
 async def handle_chat_completion(
     state: SimulatorState, scope: Scope, receive: Receive, send: Send
 ) -> None:
-    """ASGI handler for ``POST /v1/chat/completions``."""
+    """ASGI handler for ``POST /v1/chat/completions`` (and Azure's deployment URL of it)."""
+    await _handle_request(state, scope, receive, send, parse_chat_request)
+
+
+async def handle_responses(
+    state: SimulatorState, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """ASGI handler for ``POST /v1/responses``: the same faults, budget and timing."""
+    await _handle_request(state, scope, receive, send, parse_responses_request)
+
+
+async def _handle_request(
+    state: SimulatorState, scope: Scope, receive: Receive, send: Send, parse: _Parser
+) -> None:
     t0 = asyncio.get_running_loop().time()
     record = state.stats.request_started(
         connection_key=connection_key(scope),
@@ -140,19 +158,24 @@ async def handle_chat_completion(
     )
     outcome = "error"
     try:
-        outcome = await _handle(state, scope, receive, _Exchange(send, record), t0)
+        outcome = await _handle(state, scope, receive, _Exchange(send, record), t0, parse)
     finally:
         state.stats.request_finished(record, outcome)
 
 
 async def _handle(
-    state: SimulatorState, scope: Scope, receive: Receive, exchange: _Exchange, t0: float
+    state: SimulatorState,
+    scope: Scope,
+    receive: Receive,
+    exchange: _Exchange,
+    t0: float,
+    parse: _Parser,
 ) -> str:
     raw = await read_body(receive)
     if raw is None:
         return "disconnected"
     try:
-        request = parse_chat_request(raw, scope, state.defaults)
+        request = parse(raw, scope, state.defaults)
     except RequestError as exc:
         await exchange.error(exc.status, exc.message, param=exc.param, code=exc.code)
         return "error"
@@ -258,13 +281,22 @@ async def _stream(
     record = exchange.record
     clock = _Clock(profile, request.seed)
     loop = asyncio.get_running_loop()
-    encoder = wire.ChunkEncoder(
-        completion_id="chatcmpl-" + record.request_id[4:28],
-        created=int(time.time()),
-        model=request.model,
-        include_usage=request.include_usage,
-    )
+    encoder: wire.ChunkEncoder | wire.ResponsesEncoder
+    if request.api == "responses":
+        encoder = wire.ResponsesEncoder(
+            response_id="resp_" + record.request_id[4:28],
+            created=int(time.time()),
+            model=request.model,
+        )
+    else:
+        encoder = wire.ChunkEncoder(
+            completion_id="chatcmpl-" + record.request_id[4:28],
+            created=int(time.time()),
+            model=request.model,
+            include_usage=request.include_usage,
+        )
     count = len(tokens)
+    reasoning = completion_tokens(request.seed ^ 0x7EA5, profile.reasoning_tokens)
 
     def due(after: int | None, sent: int) -> bool:
         # A fault "after n chunks" with n beyond the text happens after the last chunk.
@@ -273,14 +305,22 @@ async def _stream(
     await sleep_until(t0 + profile.header_delay_ms / 1000.0)
     await exchange.start(200, _STREAM_HEADERS)
     state.stats.stream_started(record)
-    await exchange.body(encoder.role())
+    await exchange.body(encoder.opening())
     deadline = t0
+    for index, token in enumerate(reasoning):
+        # Reasoning comes first, on the same schedule as the answer's tokens would.
+        if index == 0:
+            deadline = max(t0 + clock.seconds(profile.ttft_ms), loop.time())
+        else:
+            deadline += clock.seconds(profile.itl_ms)
+        await sleep_until(deadline)
+        await exchange.body(encoder.reasoning(token))
     for sent in range(count + 1):
         stall = (profile.stall_s or 0.0) if due(profile.stall_after, sent) else 0.0
         if due(profile.malformed_after, sent):
             await exchange.body(wire.MALFORMED_LINE)
         if due(profile.error_after, sent):
-            await exchange.body(wire.error_event("Simulated error in the middle of the stream."))
+            await exchange.body(encoder.error("Simulated error in the middle of the stream."))
             await exchange.body(b"", more=False)
             return "faulted"
         if due(profile.truncate_after, sent):
@@ -294,7 +334,7 @@ async def _stream(
             if stall:
                 await asyncio.sleep(stall)
             break
-        if sent == 0:
+        if sent == 0 and not reasoning:
             deadline = max(t0 + clock.seconds(profile.ttft_ms), loop.time())
         else:
             deadline += clock.seconds(profile.itl_ms)
@@ -304,10 +344,9 @@ async def _stream(
         await exchange.body(encoder.content(tokens[sent]))
         state.stats.chunk_sent(record, late)
 
-    tail = encoder.finish(finish_reason)
-    if request.include_usage:
-        tail += encoder.usage(count_prompt_tokens(request.body.get("messages")), count)
-    await exchange.body(tail + wire.DONE, more=False)
+    prompt_tokens = count_prompt_tokens(request.prompt_messages())
+    tail = encoder.end(finish_reason, prompt_tokens, count + len(reasoning), len(reasoning))
+    await exchange.body(tail, more=False)
     return "completed"
 
 
@@ -326,15 +365,26 @@ async def _complete(
         duration += profile.stall_s or 0.0
     await sleep_until(t0 + max(duration, profile.header_delay_ms / 1000.0))
 
-    body = wire.completion_body(
-        completion_id="chatcmpl-" + exchange.record.request_id[4:28],
-        created=int(time.time()),
-        model=request.model,
-        content="".join(tokens),
-        finish_reason=finish_reason,
-        prompt_tokens=count_prompt_tokens(request.body.get("messages")),
-        completion_tokens=len(tokens),
-    )
+    if request.api == "responses":
+        body = wire.response_body(
+            response_id="resp_" + exchange.record.request_id[4:28],
+            created=int(time.time()),
+            model=request.model,
+            content="".join(tokens),
+            finish_reason=finish_reason,
+            prompt_tokens=count_prompt_tokens(request.prompt_messages()),
+            completion_tokens=len(tokens),
+        )
+    else:
+        body = wire.completion_body(
+            completion_id="chatcmpl-" + exchange.record.request_id[4:28],
+            created=int(time.time()),
+            model=request.model,
+            content="".join(tokens),
+            finish_reason=finish_reason,
+            prompt_tokens=count_prompt_tokens(request.body.get("messages")),
+            completion_tokens=len(tokens),
+        )
     if profile.drop_after is not None:
         # Promise the whole body, send half of it, then abort.
         await exchange.start(

@@ -63,6 +63,7 @@ _KEY_SPECS: dict[str, _Spec] = {
     "truncate_after": _Spec((int,), 0, None),
     "error_after": _Spec((int,), 0, None),
     "header_delay_ms": _Spec(_NUMBER, 0, None),
+    "reasoning_tokens": _Spec((int,), 0, 100_000),
 }
 SIM_KEYS: frozenset[str] = frozenset(_KEY_SPECS)
 SIM_KEY_TYPES: dict[str, type] = {
@@ -128,6 +129,9 @@ class SimProfile:
     truncate_after: int | None = None
     error_after: int | None = None
     header_delay_ms: float = 0.0
+    #: Reasoning tokens streamed before the answer (``reasoning_content`` deltas in chat
+    #: completions, reasoning summary events in the Responses API), as a reasoning model does.
+    reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

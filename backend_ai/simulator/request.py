@@ -16,7 +16,13 @@ from .asgi import Scope, get_header
 from .profile import SimKeyError, SimProfile, parse_sim_keys
 from .text import derive_seed
 
-__all__ = ["ChatRequest", "RequestError", "bearer_key", "parse_chat_request"]
+__all__ = [
+    "ChatRequest",
+    "RequestError",
+    "bearer_key",
+    "parse_chat_request",
+    "parse_responses_request",
+]
 
 
 class RequestError(Exception):
@@ -45,10 +51,31 @@ class ChatRequest:
     profile: SimProfile
     seed: int
     attempt_key: str
+    #: ``chat_completions`` or ``responses``: which wire format the answer takes.
+    api: str = "chat_completions"
+
+    def prompt_messages(self) -> Any:
+        """The messages the prompt-token count is taken over."""
+        if self.api != "responses":
+            return self.body.get("messages")
+        instructions = self.body.get("instructions")
+        given = self.body.get("input")
+        messages = [{"role": "system", "content": instructions}] if instructions else []
+        if isinstance(given, str):
+            return [*messages, {"role": "user", "content": given}]
+        return [*messages, *(given or [])]
 
 
 def bearer_key(scope: Scope) -> str:
-    """The API key from ``Authorization: Bearer ...``; any non-empty key is accepted."""
+    """The API key from ``Authorization: Bearer ...``; any non-empty key is accepted.
+
+    Azure OpenAI's URL shape (``/openai/deployments/...``) takes the key from the ``api-key``
+    header instead, as Azure does; ``Authorization: Bearer`` (an Entra ID token) works there too.
+    """
+    if str(scope.get("path", "")).startswith("/openai/"):
+        azure_key = (get_header(scope, b"api-key") or "").strip()
+        if azure_key:
+            return azure_key
     value = get_header(scope, b"authorization") or ""
     scheme, _, key = value.strip().partition(" ")
     key = key.strip()
@@ -73,17 +100,17 @@ def _positive_int_or_none(body: Mapping[str, Any], name: str) -> int | None:
     return value
 
 
-def _check_messages(messages: Any) -> None:
+def _check_messages(messages: Any, *, param: str = "messages") -> None:
     if not isinstance(messages, list) or not messages:
         raise RequestError(
-            400, "Invalid 'messages': expected a non-empty array of messages.", param="messages"
+            400, f"Invalid '{param}': expected a non-empty array of messages.", param=param
         )
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
             raise RequestError(
                 400,
-                f"Invalid 'messages[{index}]': expected an object with a string 'role'.",
-                param=f"messages[{index}]",
+                f"Invalid '{param}[{index}]': expected an object with a string 'role'.",
+                param=f"{param}[{index}]",
             )
 
 
@@ -108,15 +135,7 @@ def _sim_layers(body: Mapping[str, Any], header: str | None) -> tuple[dict[str, 
 def parse_chat_request(raw: bytes, scope: Scope, defaults: SimProfile) -> ChatRequest:
     """Validate a ``POST /v1/chat/completions`` request; raises :class:`RequestError`."""
     api_key = bearer_key(scope)
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise RequestError(
-            400,
-            "We could not parse the JSON body of your request. The body must be a JSON object.",
-        )
+    body = _json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError(400, "Missing required parameter: 'model'.", param="model")
@@ -144,6 +163,31 @@ def parse_chat_request(raw: bytes, scope: Scope, defaults: SimProfile) -> ChatRe
     if max_tokens is None:
         max_tokens = _positive_int_or_none(body, "max_tokens")
 
+    return _finish(
+        body,
+        scope,
+        defaults,
+        api_key=api_key,
+        model=model,
+        stream=bool(stream),
+        include_usage=bool(stream_options and stream_options.get("include_usage")),
+        max_tokens=max_tokens,
+    )
+
+
+def _finish(
+    body: dict[str, Any],
+    scope: Scope,
+    defaults: SimProfile,
+    *,
+    api_key: str,
+    model: str,
+    stream: bool,
+    include_usage: bool,
+    max_tokens: int | None,
+    api: str = "chat_completions",
+) -> ChatRequest:
+    """The part every API shares: the sim layers, the profile, the seed and the attempt key."""
     header = get_header(scope, b"x-sim")
     header_keys, body_keys = _sim_layers(body, header)
     try:
@@ -157,10 +201,60 @@ def parse_chat_request(raw: bytes, scope: Scope, defaults: SimProfile) -> ChatRe
         body=body,
         api_key=api_key,
         model=model,
-        stream=bool(stream),
-        include_usage=bool(stream_options and stream_options.get("include_usage")),
+        stream=stream,
+        include_usage=include_usage,
         max_tokens=max_tokens,
         profile=profile,
         seed=profile.seed if profile.seed is not None else derive_seed(body),
         attempt_key=profile.attempt_key if profile.attempt_key is not None else fingerprint,
+        api=api,
     )
+
+
+def parse_responses_request(raw: bytes, scope: Scope, defaults: SimProfile) -> ChatRequest:
+    """Validate a ``POST /v1/responses`` request (OpenAI's Responses API); raises
+    :class:`RequestError`. Usage is always reported, in ``response.completed``."""
+    api_key = bearer_key(scope)
+    body = _json_object(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError(400, "Missing required parameter: 'model'.", param="model")
+    given = body.get("input")
+    if isinstance(given, str):
+        if not given:
+            raise RequestError(400, "Invalid 'input': empty string.", param="input")
+    else:
+        _check_messages(given, param="input")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise RequestError(400, "Invalid 'instructions': expected a string.", param="instructions")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError(400, "Invalid 'stream': expected a boolean.", param="stream")
+    reasoning = body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, Mapping):
+        raise RequestError(400, "Invalid 'reasoning': expected an object.", param="reasoning")
+    return _finish(
+        body,
+        scope,
+        defaults,
+        api_key=api_key,
+        model=model,
+        stream=bool(stream),
+        include_usage=True,
+        max_tokens=_positive_int_or_none(body, "max_output_tokens"),
+        api="responses",
+    )
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise RequestError(
+            400,
+            "We could not parse the JSON body of your request. The body must be a JSON object.",
+        )
+    return body

@@ -11,6 +11,8 @@ knowledge). Its own CPU per chunk is a memcpy, and it runs in its own process.
 
 Requests: ``POST .../chat/completions`` with the chat-completions JSON; ``sim.tokens`` sets the
 number of content chunks (default 100), ``stream_options.include_usage`` adds the usage chunk.
+A body with ``input`` and no ``messages`` (``POST .../responses``) is answered with the
+Responses API's events instead, with the same tokens.
 Anything else is answered as a stream too: this is a measuring device, not a simulator.
 
     with BurstUpstream() as upstream:        # upstream.base_url -> "http://127.0.0.1:PORT/v1"
@@ -45,6 +47,13 @@ def render_stream(body: dict[str, Any]) -> bytes:
     sim = body.get("sim") or {}
     count = int(sim.get("tokens", 100))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    tokens = completion_tokens(int(sim.get("seed", 1)), count)
+    if "input" in body and "messages" not in body:
+        responses = wire.ResponsesEncoder(
+            response_id="resp_burst", created=1_700_000_000, model=str(body.get("model", "m"))
+        )
+        content = b"".join(responses.content(token) for token in tokens)
+        return responses.opening() + content + responses.end("stop", 8, count)
     encoder = wire.ChunkEncoder(
         completion_id="chatcmpl-burst",
         created=1_700_000_000,
@@ -52,9 +61,7 @@ def render_stream(body: dict[str, Any]) -> bytes:
         include_usage=include_usage,
     )
     parts = [encoder.role()]
-    parts.extend(
-        encoder.content(token) for token in completion_tokens(int(sim.get("seed", 1)), count)
-    )
+    parts.extend(encoder.content(token) for token in tokens)
     parts.append(encoder.finish("stop"))
     if include_usage:
         parts.append(encoder.usage(8, count))

@@ -11,6 +11,7 @@ figures themselves come from ``scripts/benchmark_streaming_performance.py --only
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from bench_support import BURST, ROUNDS
@@ -60,3 +61,25 @@ def test_engine_cpu_per_chunk_is_near_raw_lines(benchmark, burst_url, n):
     # Measured: engine 0.9-1.5x raw lines, typed chunks 8-15x raw lines. Generous bounds.
     assert engine_us < 0.5 * typed_us, (engine_us, typed_us, raw_us)
     assert engine_us < 3.0 * raw_us, (engine_us, typed_us, raw_us)
+
+
+class _ResponsesEngine(EnginePeer):
+    """The engine with every section on the Responses API instead of chat completions."""
+
+    name = "engine_responses"
+
+    def prepare(self, sections):
+        return [replace(config, api="responses") for config in super().prepare(sections)]
+
+
+def test_responses_api_costs_the_same_cpu_per_chunk_as_chat_completions(benchmark, burst_url):
+    """The Responses-API parser reads raw lines with the C JSON scanner like the chat parser:
+    CPU per chunk within 20 % of a chat-completions section, measured in turns, same run."""
+    sections = sim_sections(3, BURST, tag="cpu-responses")
+    with EnginePeer(burst_url) as chat, _ResponsesEngine(burst_url) as responses:
+        chat_us, responses_us = _interleaved_cpu_per_chunk(
+            [(chat, sections), (responses, sections)], repeats=7
+        )
+        benchmark.extra_info.update(chat_us_per_chunk=chat_us, responses_us_per_chunk=responses_us)
+        benchmark.pedantic(run_once, args=(responses, sections), rounds=ROUNDS, iterations=1)
+    assert responses_us < 1.2 * chat_us, (responses_us, chat_us)

@@ -70,3 +70,19 @@ def test_quick_benchmark_runs_and_reports(tmp_path, capsys):
         assert part in results
     assert results["http"]["http2"]["tcp_connections"] == 1
     assert "| N | ideal ms" in capsys.readouterr().out
+
+
+def test_openai_compatible_probe_runs_against_the_simulator(simulator, capsys):
+    """``scripts/try_openai_compatible.py`` as documented in docs/PROTOCOL.md, on the simulator:
+    every engine run completes on both transports and both APIs."""
+    import try_openai_compatible
+
+    assert try_openai_compatible.main([simulator.base_url]) == 0
+    out = capsys.readouterr().out
+    assert "responses: 200" in out
+    for transport in ("HTTP/1.1", "HTTP/2 prior knowledge"):
+        assert f"engine {transport}: run closed after 6 chunks" in out
+        for api in ("chat_completions", "responses"):
+            line = next(x for x in out.splitlines() if x.startswith(f"engine {transport} {api}"))
+            assert "connection_error" not in line
+            assert "internal" not in line

@@ -69,6 +69,7 @@ def check_protocol(frames: list[Frame]) -> dict[str, str]:
     sections = evs[0]["sections"]
     texts = {name: "" for name in sections}
     seqs = {name: 0 for name in sections}
+    reasoning_seqs = {name: 0 for name in sections}
     ended: dict[str, str] = {}
     for event in evs[1:-1]:
         kind = event["type"]
@@ -81,6 +82,9 @@ def check_protocol(frames: list[Frame]) -> dict[str, str]:
             assert event["seq"] == seqs[name], f"{name}: seq {event['seq']}, expected {seqs[name]}"
             seqs[name] += 1
             texts[name] += event["content"]
+        elif kind == "reasoning":  # a reasoning model's thinking: numbered apart, not text
+            assert event["seq"] == reasoning_seqs[name], f"{name}: reasoning seq {event['seq']}"
+            reasoning_seqs[name] += 1
         elif kind == "section_done":
             assert event["chunks"] == seqs[name]
             assert event["chars"] == len(texts[name])

@@ -22,10 +22,16 @@ MODULES = [
     "backend_ai.app.history",
     "backend_ai.app.metrics",
     "backend_ai.app.prompts",
+    "backend_ai.app.runs",
     "backend_ai.app.serve",
     "backend_ai.app.settings",
     "backend_ai.app.streaming",
     "backend_ai.app.validation",
+    "backend_ai.integrations.django",
+    "backend_ai.integrations.django.responses",
+    "backend_ai.integrations.django.service",
+    "backend_ai.integrations.django.urls",
+    "backend_ai.integrations.django.views",
 ]
 
 

@@ -1,7 +1,8 @@
-"""What every streaming route does the same way: common fields, section configs, the response.
+"""What every streaming route does the same way in Flask: the request, the response.
 
-A streaming route validates its own fields, builds its ``StreamConfig`` list and hands it to
-``stream``; everything that could still fail with a 4xx is checked before that call.
+A streaming route parses the request here, lets ``backend_ai.app.runs`` (shared with the Django
+integration) validate its own fields and build its ``StreamConfig`` list, and hands the plan
+to ``stream_plan``; everything that could still fail with a 4xx is checked before that call.
 """
 
 from __future__ import annotations
@@ -13,39 +14,36 @@ from typing import Any
 
 from flask import Response, g, request
 
+from backend_ai.app import runs
 from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState, get_state
-from backend_ai.app.prompts import SectionPrompt
-from backend_ai.app.services.parallel_streaming import StreamConfig
-from backend_ai.app.services.parallel_streaming.config import PRESETS
-from backend_ai.app.streaming import open_run, sse_response
-from backend_ai.app.validation import (
-    RequestError,
-    check_fields,
-    json_body,
-    sim_controls,
-    stream_mode,
+from backend_ai.app.runs import (
+    COMMON_FIELDS,
+    RunPlan,
+    check_sim_sections,
+    preset_config,
+    stream_request,
 )
+from backend_ai.app.services.parallel_streaming import StreamConfig
+from backend_ai.app.streaming import open_run, sse_response
+from backend_ai.app.validation import json_body
 
-__all__ = ["COMMON_FIELDS", "StreamRequest", "parse", "preset_config", "stream"]
+__all__ = [
+    "COMMON_FIELDS",
+    "StreamRequest",
+    "parse",
+    "preset_config",
+    "stream",
+    "stream_plan",
+]
 
-#: Fields every streaming route accepts besides its own.
-COMMON_FIELDS = ("mode", "sim", "sim_sections")
 
-
-class StreamRequest:
-    """The validated common part of a streaming request."""
+class StreamRequest(runs.StreamRequest):
+    """The validated common part of a streaming request, with the app's service state."""
 
     def __init__(self, body: dict[str, Any], mode: str, state: ServiceState) -> None:
-        self.body = body
-        self.mode = mode
+        super().__init__(body, mode, state.settings)
         self.state = state
-
-    def sim_for(self, section: str) -> dict[str, Any] | None:
-        """The simulator controls for one section: ``sim`` overlaid by ``sim_sections[section]``."""
-        merged: dict[str, Any] = dict(self.body.get("sim") or {})
-        merged.update((self.body.get("sim_sections") or {}).get(section) or {})
-        return merged or None
 
 
 def parse(fields: Sequence[str], *, page_mode: bool = True) -> StreamRequest:
@@ -54,58 +52,8 @@ def parse(fields: Sequence[str], *, page_mode: bool = True) -> StreamRequest:
     ``page_mode=False``: the route checks ``mode`` itself (batches have modes of their own).
     """
     state = get_state()
-    body = json_body(request)
-    check_fields(body, (*fields, *COMMON_FIELDS))
-    mode = stream_mode(body) if page_mode else ""
-    if "sim" in body or "sim_sections" in body:
-        if not state.settings.upstream_is_simulator:
-            raise RequestError(
-                422,
-                "unknown_field",
-                "fields 'sim' and 'sim_sections' are only accepted when the upstream is the "
-                "simulator",
-            )
-        sim = body.get("sim")
-        if sim is not None and not isinstance(sim, dict):
-            raise RequestError(422, "invalid_type", "field 'sim' must be a JSON object")
-        per_section = body.get("sim_sections")
-        if per_section is not None and (
-            not isinstance(per_section, dict)
-            or not all(isinstance(v, dict) for v in per_section.values())
-        ):
-            raise RequestError(
-                422,
-                "invalid_type",
-                "field 'sim_sections' must map section names to JSON objects",
-            )
-        defaults = state.settings.sim_defaults
-        merged = sim_controls(sim, field="sim", defaults=defaults)
-        for controls in (per_section or {}).values():
-            sim_controls({**merged, **controls}, field="sim_sections", defaults=defaults)
-    return StreamRequest(body, mode, state)
-
-
-def preset_config(
-    req: StreamRequest,
-    prompt: SectionPrompt,
-    user_text: str,
-    *,
-    section: str | None = None,
-    model: str | None = None,
-) -> StreamConfig:
-    """A section sized by its prompt's preset, with the configured model for that preset."""
-    preset = PRESETS[prompt.complexity]
-    name = section or prompt.section
-    sim = req.sim_for(name)
-    return StreamConfig(
-        name,
-        user_text,
-        model=model or req.state.settings.models[prompt.complexity],
-        temperature=preset.temperature,
-        max_tokens=preset.max_tokens,
-        system_prompt=prompt.system,
-        extra_body={"sim": sim} if sim else None,
-    )
+    checked = stream_request(json_body(request), fields, state.settings, page_mode=page_mode)
+    return StreamRequest(checked.body, checked.mode, state)
 
 
 def stream(
@@ -121,14 +69,7 @@ def stream(
     ``reading``: what the server drew or cast for this reading (tarot cards, a hexagram), sent
     as the app-level ``reading`` event ahead of the run's frames so the page can show it at once.
     """
-    names = {c.section_name for c in configs}
-    unknown = sorted(set(req.body.get("sim_sections") or {}) - names)
-    if unknown:
-        raise RequestError(
-            422,
-            "unknown_section",
-            f"'sim_sections' names no section of this route; sections: {', '.join(sorted(names))}",
-        )
+    check_sim_sections(req, configs)
     request_id = uuid.uuid4().hex
     run = open_run(
         req.state,
@@ -143,3 +84,14 @@ def stream(
     # The access line (written when the server closes the response) reports on the run.
     request.environ[ACCESS_KEY] = run.recorder
     return sse_response(req.state, run)
+
+
+def stream_plan(req: StreamRequest, plan: RunPlan) -> Response:
+    """Open the run a route planned (``backend_ai.app.runs``) and answer with its response."""
+    return stream(
+        req,
+        route=plan.route,
+        configs=plan.configs,
+        input_data=plan.input_data,
+        reading=plan.reading,
+    )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from backend_ai.app.blueprints._common import parse, preset_config, stream
-from backend_ai.app.prompts import COMPARE_SECTION
-from backend_ai.app.settings import MAX_COMPARE_MODELS
-from backend_ai.app.validation import model_list, required_text
+from backend_ai.app.blueprints._common import parse, stream_plan
+from backend_ai.app.runs import ROUTE_FIELDS, compare_plan
 
 __all__ = ["bp"]
 
@@ -16,18 +14,6 @@ bp = Blueprint("compare", __name__, url_prefix="/compare")
 
 @bp.post("/stream")
 def compare_stream() -> Response:
-    """``{"prompt": str, "models": [str, ...]}`` -> a section named after each model."""
-    req = parse(("prompt", "models"))
-    settings = req.state.settings
-    prompt = required_text(req.body, "prompt", max_chars=settings.max_text_chars)
-    models = model_list(
-        req.body, "models", max_models=MAX_COMPARE_MODELS, allowed=settings.compare_models
-    )
-    user_text = COMPARE_SECTION.render(prompt=prompt)
-    configs = [
-        preset_config(req, COMPARE_SECTION, user_text, section=model, model=model)
-        for model in models
-    ]
-    return stream(
-        req, route="compare", configs=configs, input_data={"prompt": prompt, "models": models}
-    )
+    """``{"prompt": str, "models": [str, ...], "history"?: [...]}`` -> a section per model."""
+    req = parse(ROUTE_FIELDS["compare"])
+    return stream_plan(req, compare_plan(req))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from backend_ai.app.blueprints._common import parse, preset_config, stream
-from backend_ai.app.prompts import DREAM_SECTIONS
-from backend_ai.app.validation import required_text
+from backend_ai.app.blueprints._common import parse, stream_plan
+from backend_ai.app.runs import ROUTE_FIELDS, dream_plan
 
 __all__ = ["bp"]
 
@@ -15,8 +14,6 @@ bp = Blueprint("dream", __name__, url_prefix="/dream")
 
 @bp.post("/interpret-stream")
 def interpret_stream() -> Response:
-    """``{"dream": str}`` -> sections ``summary``, ``symbols``, ``recommendations``."""
-    req = parse(("dream",))
-    dream = required_text(req.body, "dream", max_chars=req.state.settings.max_text_chars)
-    configs = [preset_config(req, p, p.render(dream=dream)) for p in DREAM_SECTIONS]
-    return stream(req, route="dream", configs=configs, input_data={"dream": dream})
+    """``{"dream": str, "history"?: [...]}`` -> ``summary``, ``symbols``, ``recommendations``."""
+    req = parse(ROUTE_FIELDS["dream"])
+    return stream_plan(req, dream_plan(req))

@@ -16,8 +16,13 @@ from typing import Any, Literal
 from backend_ai.errors import ConfigError
 
 __all__ = [
+    "APIS",
+    "MAX_CONVERSATION_CHARS",
+    "MAX_CONVERSATION_MESSAGES",
     "MAX_SECTIONS",
     "PRESETS",
+    "REASONING_EFFORTS",
+    "ROLES",
     "Mode",
     "Preset",
     "RunOptions",
@@ -28,6 +33,15 @@ __all__ = [
 
 #: Most sections one run accepts (the compare page shows up to nine models side by side).
 MAX_SECTIONS = 16
+#: The upstream APIs a section can stream from: OpenAI's chat completions, or its Responses API.
+APIS = ("chat_completions", "responses")
+#: Roles a message of a section's conversation may have.
+ROLES = ("system", "user", "assistant")
+#: Bounds on a section's conversation: a section is one request, not an unbounded transcript.
+MAX_CONVERSATION_MESSAGES = 200
+MAX_CONVERSATION_CHARS = 200_000
+#: Reasoning efforts OpenAI's reasoning models accept.
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 
 
 class Mode(StrEnum):
@@ -40,22 +54,47 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """One section of a run: a single chat completion streamed from the upstream."""
+    """One section of a run: a single completion streamed from the upstream.
+
+    The section sends either ``prompt`` (with an optional ``system_prompt``) or a whole
+    ``conversation`` — the chat history as ``{"role", "content"}`` messages, roles checked —
+    never both: with two sources of messages one would silently win.
+    """
 
     section_name: str
-    prompt: str
+    prompt: str = ""
     model: str = "gpt-4o"
     temperature: float = 0.7
     max_tokens: int = 500
     system_prompt: str | None = None
     #: Passed through to the upstream request body (for example the simulator's ``sim`` controls).
     extra_body: Mapping[str, Any] | None = field(default=None, compare=False)
+    #: The full chat history to send instead of ``prompt`` (stored as a tuple of
+    #: ``(role, content)`` pairs, so the config stays immutable and hashable).
+    conversation: Sequence[Mapping[str, str]] | tuple[tuple[str, str], ...] | None = None
+    #: Which upstream API streams this section: ``chat_completions`` or ``responses``.
+    api: str = "chat_completions"
+    #: Ask a reasoning model for this effort; its reasoning then streams as ``reasoning``
+    #: events of their own, never mixed into the answer's chunks.
+    reasoning_effort: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.section_name, str) or not self.section_name.strip():
             raise ConfigError("section_name must be a non-empty string")
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
+        if self.conversation is not None:
+            object.__setattr__(self, "conversation", _checked_conversation(self))
+        elif not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ConfigError(f"section {self.section_name!r}: prompt must be a non-empty string")
+        if self.api not in APIS:
+            raise ConfigError(
+                f"section {self.section_name!r}: api must be one of {', '.join(APIS)}, "
+                f"got {self.api!r}"
+            )
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise ConfigError(
+                f"section {self.section_name!r}: reasoning_effort must be one of "
+                f"{', '.join(REASONING_EFFORTS)} or None, got {self.reasoning_effort!r}"
+            )
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(f"section {self.section_name!r}: model must be a non-empty string")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
@@ -76,11 +115,57 @@ class StreamConfig:
 
     def messages(self) -> list[dict[str, str]]:
         """The chat messages sent upstream."""
+        if self.conversation is not None:
+            return [{"role": role, "content": content} for role, content in self.conversation]
         messages = []
         if self.system_prompt:
             messages.append({"role": "system", "content": self.system_prompt})
         messages.append({"role": "user", "content": self.prompt})
         return messages
+
+
+def _checked_conversation(config: StreamConfig) -> tuple[tuple[str, str], ...]:
+    """The conversation as ``(role, content)`` pairs, or ``ConfigError`` saying what is wrong."""
+    where = f"section {config.section_name!r}"
+    if config.prompt or config.system_prompt is not None:
+        raise ConfigError(f"{where}: give either prompt/system_prompt or conversation, not both")
+    raw = config.conversation
+    if isinstance(raw, str | bytes | Mapping) or not isinstance(raw, Sequence):
+        raise ConfigError(f"{where}: conversation must be a list of messages")
+    if not raw:
+        raise ConfigError(f"{where}: conversation must hold at least one message")
+    if len(raw) > MAX_CONVERSATION_MESSAGES:
+        raise ConfigError(
+            f"{where}: conversation has {len(raw)} messages; the maximum is "
+            f"{MAX_CONVERSATION_MESSAGES}"
+        )
+    pairs: list[tuple[str, str]] = []
+    total = 0
+    for index, message in enumerate(raw):
+        if isinstance(message, tuple) and len(message) == 2:
+            role, content = message
+        elif isinstance(message, Mapping) and set(message) == {"role", "content"}:
+            role, content = message["role"], message["content"]
+        else:
+            raise ConfigError(
+                f"{where}: conversation[{index}] must be an object with exactly 'role' and "
+                "'content'"
+            )
+        if role not in ROLES:
+            raise ConfigError(
+                f"{where}: conversation[{index}] role must be one of {', '.join(ROLES)}"
+            )
+        if not isinstance(content, str):
+            raise ConfigError(f"{where}: conversation[{index}] content must be a string")
+        total += len(content)
+        pairs.append((role, content))
+    if total > MAX_CONVERSATION_CHARS:
+        raise ConfigError(
+            f"{where}: conversation has {total} characters; the maximum is {MAX_CONVERSATION_CHARS}"
+        )
+    if not any(role == "user" and content.strip() for role, content in pairs):
+        raise ConfigError(f"{where}: conversation needs a non-empty user message")
+    return tuple(pairs)
 
 
 def validate_configs(configs: Iterable[StreamConfig]) -> tuple[StreamConfig, ...]:

@@ -21,6 +21,7 @@ __all__ = [
     "Event",
     "Heartbeat",
     "RateLimitFallback",
+    "ReasoningChunk",
     "RunDone",
     "RunStarted",
     "SectionDone",
@@ -82,6 +83,20 @@ class SectionStarted(Event):
 @dataclass(frozen=True, slots=True)
 class ContentChunk(Event):
     type: ClassVar[str] = "chunk"
+    section: str
+    seq: int
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningChunk(Event):
+    """A piece of a reasoning model's reasoning (or its summary), never part of the answer.
+
+    Numbered by its own ``seq`` from 0 per section, apart from the answer's chunks, so a page
+    can show or hide the reasoning and still check that every piece arrived once, in order.
+    """
+
+    type: ClassVar[str] = "reasoning"
     section: str
     seq: int
     content: str

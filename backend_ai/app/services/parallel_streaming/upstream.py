@@ -20,7 +20,7 @@ import httpx2
 import openai
 
 from backend_ai.app.services.parallel_streaming.events import ErrorCode
-from backend_ai.errors import MalformedChunkError, UpstreamStreamError
+from backend_ai.errors import IncompleteResponseError, MalformedChunkError, UpstreamStreamError
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -143,6 +143,8 @@ def translate_exception(exc: BaseException, secrets: Iterable[str] = ()) -> tupl
         message = f"connection to the upstream failed ({type(exc).__name__})"
     elif isinstance(exc, MalformedChunkError):
         code, message = ErrorCode.MALFORMED, "the upstream sent a chunk that is not valid JSON"
+    elif isinstance(exc, IncompleteResponseError):
+        code, message = ErrorCode.INCOMPLETE, f"the upstream answer is incomplete: {exc}"
     elif isinstance(exc, UpstreamStreamError):
         code, message = ErrorCode.UPSTREAM_ERROR, f"upstream error mid-stream: {exc}"
     else:

@@ -29,6 +29,12 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionStarted,
     TokenUsage,
 )
+from backend_ai.app.services.parallel_streaming.parsers import (
+    SectionReader,
+    add_chat_reasoning,
+    reader_for,
+    responses_body,
+)
 from backend_ai.app.services.parallel_streaming.rate_limit import retry_wait_s
 from backend_ai.app.services.parallel_streaming.transport import CancelScope, shutdown_response
 from backend_ai.app.services.parallel_streaming.upstream import (
@@ -104,7 +110,19 @@ def _request_body(config: StreamConfig, options: RunOptions) -> dict[str, Any]:
     return body
 
 
-def _open_stream(client: openai.OpenAI, body: dict[str, Any]) -> httpx.Response:
+def _request(config: StreamConfig, options: RunOptions) -> tuple[str, dict[str, Any]]:
+    """The path and body of a section's request, for the API it uses (``parsers``)."""
+    if config.api == "responses":
+        return "/responses", responses_body(config)
+    body = _request_body(config, options)
+    if config.reasoning_effort is not None:
+        add_chat_reasoning(body, config)
+    return "/chat/completions", body
+
+
+def _open_stream(
+    client: openai.OpenAI, body: dict[str, Any], path: str = "/chat/completions"
+) -> httpx.Response:
     """Send the chat-completion request and return its unread streaming response.
 
     Through the SDK's generic ``post`` — its base URL, auth, headers, timeouts and typed errors
@@ -115,7 +133,7 @@ def _open_stream(client: openai.OpenAI, body: dict[str, Any]) -> httpx.Response:
     response_type = cast(Any, httpx.Response)  # the SDK is typed for httpx2; both work
     return cast(
         httpx.Response,
-        client.post("/chat/completions", cast_to=response_type, body=body, stream=True),
+        client.post(path, cast_to=response_type, body=body, stream=True),
     )
 
 
@@ -210,7 +228,9 @@ def run_section(
     scope = state.scope
     started = time.monotonic()
     state.last_activity = started
-    reader = _SectionReader(config.section_name, state.chunks, started)
+    reader: SectionReader = reader_for(config, state.chunks, started) or _SectionReader(
+        config.section_name, state.chunks, started
+    )
     end: object
     try:
         if scope.cancelled:
@@ -219,7 +239,8 @@ def run_section(
             state.announced = True
             channel.put_control(SectionStarted(section=config.section_name, model=config.model))
         with scope:
-            response = _open_stream(client, _request_body(config, options))
+            path, body = _request(config, options)
+            response = _open_stream(client, body, path)
             try:
                 scope.attach_fallback(functools.partial(shutdown_response, response))
                 try:
@@ -243,7 +264,7 @@ def run_section(
         channel.put_control(end)
 
 
-def _end_of_stream(reader: _SectionReader, started: float) -> SectionDone | SectionError:
+def _end_of_stream(reader: SectionReader, started: float) -> SectionDone | SectionError:
     """A stream that ended cleanly without a ``finish_reason`` was cut off: not a success."""
     if reader.finish_reason is None:
         return SectionError(
