@@ -31,6 +31,8 @@ from backend_ai.app.services.parallel_streaming import (
     RunOptions,
     SectionExecutor,
 )
+from backend_ai.app.services.parallel_streaming.batch import BatchOptions, BatchRunner
+from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, RateBudget
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 
@@ -58,6 +60,10 @@ class ServiceState:
     manager: ParallelStreamManager
     metrics: ServiceMetrics
     history: HistoryStore | None
+    #: Batch runs (``POST /batch/stream``), on the same client, executor and rate budget.
+    batch: BatchRunner | None = None
+    #: The process's rate budget (``BACKEND_AI_RPM`` / ``BACKEND_AI_TPM``), None when unset.
+    budget: RateBudget | None = None
     #: Set when the server begins a graceful shutdown: open streams end with a final event.
     draining: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
@@ -86,6 +92,8 @@ class ServiceState:
         self.draining.set()
         # Flags only: refuses new runs, and each open run ends itself with ``done``.
         self.manager.close()
+        if self.batch is not None:
+            self.batch.close()
 
     def close(self) -> None:
         """Stop the engine, flush the history writer, close the HTTP pool."""
@@ -97,6 +105,8 @@ class ServiceState:
         # history is flushed, and last the connections close, which wakes any blocked reader.
         try:
             self.manager.close()
+            if self.batch is not None:
+                self.batch.close()
             self.executor.shutdown(wait=False)
         finally:
             try:
@@ -166,14 +176,34 @@ def build_state(settings: Settings) -> ServiceState:
             max_rows=settings.history_max_rows,
         )
     executor = SectionExecutor(settings.max_workers)
+    budget: RateBudget | None = None
+    if settings.rpm is not None or settings.tpm is not None:
+        budget = LocalRateBudget(settings.rpm, settings.tpm)
+        # Every upstream answer updates it: limits, what is left, a 429's cool-down.
+        pool.get().event_hooks["response"].append(
+            budget.response_hook(cap_s=settings.max_retry_wait_s)
+        )
     state = ServiceState(
         settings=settings,
         http_pool=pool,
         executor=executor,
         client=client,
-        manager=ParallelStreamManager(client, executor=executor),
+        manager=ParallelStreamManager(client, executor=executor, budget=budget),
         metrics=metrics,
         history=history,
+        batch=BatchRunner(
+            client,
+            executor=executor,
+            budget=budget,
+            options=BatchOptions(
+                max_parallel=settings.batch_max_parallel,
+                stall_timeout_s=settings.stall_timeout_s,
+                max_retry_wait_s=settings.max_retry_wait_s,
+                backpressure_timeout_s=settings.backpressure_timeout_s,
+                include_usage=settings.include_usage,
+            ),
+        ),
+        budget=budget,
     )
     _live_states.add(state)
     return state

@@ -100,11 +100,12 @@ class RunPlan:
 
 
 def stream_request(
-    body: dict[str, Any], fields: Sequence[str], settings: Settings
+    body: dict[str, Any], fields: Sequence[str], settings: Settings, *, page_mode: bool = True
 ) -> StreamRequest:
-    """Check the body for unknown fields, the mode and the simulator controls."""
+    """Check the body for unknown fields, the mode and the simulator controls
+    (``page_mode=False``: the caller checks ``mode`` itself)."""
     check_fields(body, (*fields, *COMMON_FIELDS))
-    mode = stream_mode(body)
+    mode = stream_mode(body) if page_mode else ""
     if "sim" in body or "sim_sections" in body:
         if not settings.upstream_is_simulator:
             raise RequestError(

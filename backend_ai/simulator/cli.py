@@ -107,6 +107,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="R",
         help="at most R requests a second per API key (token bucket); more get 429",
     )
+    budget.add_argument(
+        "--rpm-per-key",
+        type=int,
+        metavar="N",
+        help="at most N requests per window per API key; answers carry x-ratelimit-* headers",
+    )
+    budget.add_argument(
+        "--tpm-per-key",
+        type=int,
+        metavar="N",
+        help="at most N tokens (prompt + max_tokens) per window per API key",
+    )
+    budget.add_argument(
+        "--budget-window-s",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="the window of --rpm-per-key / --tpm-per-key (default 60 s)",
+    )
     parser.add_argument(
         "--announce",
         choices=("text", "json"),
@@ -148,7 +167,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         defaults = _PROFILES[args.profile].with_keys(parse_sim_keys(keys, source="command line"))
         budget = Budget(
-            max_concurrent_per_key=args.max_concurrent_per_key, rps_per_key=args.rps_per_key
+            max_concurrent_per_key=args.max_concurrent_per_key,
+            rps_per_key=args.rps_per_key,
+            rpm_per_key=args.rpm_per_key,
+            tpm_per_key=args.tpm_per_key,
+            window_s=args.budget_window_s,
         )
     except SimKeyError as exc:
         logger.error("invalid option: %s", exc)

@@ -46,10 +46,13 @@ class StreamRequest(runs.StreamRequest):
         self.state = state
 
 
-def parse(fields: Sequence[str]) -> StreamRequest:
-    """The request's JSON body, checked for unknown fields, mode and simulator controls."""
+def parse(fields: Sequence[str], *, page_mode: bool = True) -> StreamRequest:
+    """The request's JSON body, checked for unknown fields, mode and simulator controls.
+
+    ``page_mode=False``: the route checks ``mode`` itself (batches have modes of their own).
+    """
     state = get_state()
-    checked = stream_request(json_body(request), fields, state.settings)
+    checked = stream_request(json_body(request), fields, state.settings, page_mode=page_mode)
     return StreamRequest(checked.body, checked.mode, state)
 
 

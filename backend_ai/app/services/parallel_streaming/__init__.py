@@ -10,10 +10,19 @@ Public API (the import paths of the design notes)::
 One module per concept: ``config`` (what to stream, how), ``events`` (what comes out),
 ``sse`` (events as SSE frames), ``manager`` (the run loop), ``worker`` (one section),
 ``channel`` (bounded fan-in), ``ordering`` (modes), ``rate_limit`` (Retry-After),
+``budget`` (the proactive requests/tokens-per-minute budget), ``batch`` (many items, each
+delivered whole as it finishes),
 ``upstream`` (raw SSE parsing, error translation), ``transport`` and ``http_pool`` (the pooled
 HTTP/2 client with cancellable streams), ``executor`` (the shared thread pool), ``stats``.
 """
 
+from backend_ai.app.services.parallel_streaming.batch import (
+    BatchItem,
+    BatchOptions,
+    BatchRunner,
+    ItemResult,
+)
+from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, RateBudget
 from backend_ai.app.services.parallel_streaming.config import (
     PRESETS,
     Mode,
@@ -61,15 +70,21 @@ from backend_ai.errors import ConfigError
 
 __all__ = [
     "PRESETS",
+    "BatchItem",
+    "BatchOptions",
+    "BatchRunner",
     "ConfigError",
     "ContentChunk",
     "ErrorCode",
     "Event",
     "Heartbeat",
     "HttpClientPool",
+    "ItemResult",
+    "LocalRateBudget",
     "Mode",
     "ParallelStreamManager",
     "PoolSettings",
+    "RateBudget",
     "RateLimitFallback",
     "ReasoningChunk",
     "RunDone",
