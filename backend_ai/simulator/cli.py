@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_argument_group("budget mode (per API key)")
     budget.add_argument("--max-concurrent-per-key", type=int, metavar="C")
     budget.add_argument("--rps-per-key", type=float, metavar="R")
+    budget.add_argument("--rpm-per-key", type=int, metavar="N", help="requests per window")
+    budget.add_argument("--tpm-per-key", type=int, metavar="N", help="tokens per window")
+    budget.add_argument(
+        "--budget-window-s", type=float, default=60.0, metavar="S", help="window (default 60 s)"
+    )
     parser.add_argument(
         "--announce",
         choices=("text", "json"),
@@ -91,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         defaults = _PROFILES[args.profile].with_keys(parse_sim_keys(keys, source="command line"))
         budget = Budget(
-            max_concurrent_per_key=args.max_concurrent_per_key, rps_per_key=args.rps_per_key
+            max_concurrent_per_key=args.max_concurrent_per_key,
+            rps_per_key=args.rps_per_key,
+            rpm_per_key=args.rpm_per_key,
+            tpm_per_key=args.tpm_per_key,
+            window_s=args.budget_window_s,
         )
     except SimKeyError as exc:
         logger.error("invalid option: %s", exc)

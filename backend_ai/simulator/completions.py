@@ -59,9 +59,11 @@ class _Exchange:
     def __init__(self, send: Send, record: RequestRecord) -> None:
         self._send = send
         self.record = record
+        #: Sent with every answer of this exchange (the budget's ``x-ratelimit-*`` headers).
+        self.common_headers: list[tuple[bytes, bytes]] = []
 
     def _headers(self, extra: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        return [(b"x-request-id", self.record.request_id.encode()), *extra]
+        return [(b"x-request-id", self.record.request_id.encode()), *self.common_headers, *extra]
 
     async def start(self, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         self.record.status = status
@@ -164,7 +166,13 @@ async def _handle(
     if limiter.budget.enabled:
         profile = request.profile
         expected_s = (profile.ttft_ms + profile.tokens * profile.itl_ms) / 1000.0
-        admission = limiter.acquire(request.api_key, expected_s)
+        # Counted as the provider counts a request on arrival: its prompt plus max_tokens.
+        tokens = count_prompt_tokens(request.body.get("messages")) + (
+            request.max_tokens if request.max_tokens is not None else profile.tokens
+        )
+        record.rate_tokens = tokens
+        admission = limiter.acquire(request.api_key, expected_s, tokens)
+        exchange.common_headers = admission.headers
         if not admission.admitted:
             await exchange.error(
                 429,

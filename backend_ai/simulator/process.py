@@ -112,6 +112,11 @@ class SimulatorProcess:
             command.append(f"--max-concurrent-per-key={self.budget.max_concurrent_per_key}")
         if self.budget.rps_per_key is not None:
             command.append(f"--rps-per-key={self.budget.rps_per_key}")
+        for key in ("rpm_per_key", "tpm_per_key"):
+            if getattr(self.budget, key) is not None:
+                command.append(f"--{key.replace('_', '-')}={getattr(self.budget, key)}")
+        if self.budget.window_s != Budget.window_s:
+            command.append(f"--budget-window-s={self.budget.window_s}")
         if self.tls:
             command += ["--tls", f"--tls-dir={workdir / 'tls'}"]
         return command
@@ -301,10 +306,7 @@ class SimulatorProcess:
         if defaults is not None:
             body["defaults"] = dict(defaults)
         if isinstance(budget, Budget):
-            body["budget"] = {
-                "max_concurrent_per_key": budget.max_concurrent_per_key,
-                "rps_per_key": budget.rps_per_key,
-            }
+            body["budget"] = budget.as_dict()
         elif budget is not None:
             body["budget"] = dict(budget)
         return dict(self._request("POST", "/_sim/config", body))

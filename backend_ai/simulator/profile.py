@@ -161,10 +161,18 @@ FAST_PROFILE = SimProfile(ttft_ms=20, itl_ms=2, tokens=20, jitter=0)
 
 @dataclass(frozen=True, kw_only=True)
 class Budget:
-    """Per-API-key limits, the way provider rate limits hit a burst of parallel streams."""
+    """Per-API-key limits, the way provider rate limits hit a burst of parallel streams.
+
+    ``rpm_per_key`` / ``tpm_per_key`` are requests and tokens per ``window_s`` (a minute, as
+    providers count; shorter in tests), counted over a moving window when a request arrives —
+    its prompt plus its ``max_tokens`` — and reported in the ``x-ratelimit-*`` headers.
+    """
 
     max_concurrent_per_key: int | None = None
     rps_per_key: float | None = None
+    rpm_per_key: int | None = None
+    tpm_per_key: int | None = None
+    window_s: float = 60.0
 
     def __post_init__(self) -> None:
         concurrent = self.max_concurrent_per_key
@@ -185,10 +193,35 @@ class Budget:
             raise SimKeyError(
                 "rps_per_key", f"rps_per_key must be a positive number or null, got {rps!r}"
             )
+        for name in ("rpm_per_key", "tpm_per_key"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise SimKeyError(name, f"{name} must be a positive int or null, got {value!r}")
+        window = self.window_s
+        if (
+            isinstance(window, bool)
+            or not isinstance(window, int | float)
+            or not math.isfinite(window)
+            or window <= 0
+        ):
+            raise SimKeyError("window_s", f"window_s must be a positive number, got {window!r}")
 
     @property
     def enabled(self) -> bool:
-        return self.max_concurrent_per_key is not None or self.rps_per_key is not None
+        return any(
+            value is not None
+            for value in (
+                self.max_concurrent_per_key,
+                self.rps_per_key,
+                self.rpm_per_key,
+                self.tpm_per_key,
+            )
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def parse_budget(obj: Any) -> Budget:
@@ -197,8 +230,8 @@ def parse_budget(obj: Any) -> Budget:
         return Budget()
     if not isinstance(obj, Mapping):
         raise SimKeyError("budget", f"budget must be a JSON object, got {type(obj).__name__}")
-    allowed = {"max_concurrent_per_key", "rps_per_key"}
+    allowed = {f.name for f in dataclasses.fields(Budget)}
     for key in obj:
         if key not in allowed:
             raise SimKeyError(key, f"unknown budget key {key!r}; allowed: {sorted(allowed)}")
-    return Budget(**obj)
+    return Budget(**{key: value for key, value in obj.items() if value is not None})

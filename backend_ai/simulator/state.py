@@ -48,8 +48,5 @@ class SimulatorState:
         budget = self.limiter.budget
         return {
             "defaults": self.defaults.as_dict(),
-            "budget": {
-                "max_concurrent_per_key": budget.max_concurrent_per_key,
-                "rps_per_key": budget.rps_per_key,
-            },
+            "budget": budget.as_dict(),
         }

@@ -107,6 +107,8 @@ class RequestRecord:
     t_end: float | None = None
     chunks_sent: int = 0
     outcome: str = "active"
+    #: What the request counted against the budget's tokens per window (None: no such budget).
+    rate_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,6 +128,7 @@ class RequestRecord:
             "t_end": self.t_end,
             "chunks_sent": self.chunks_sent,
             "outcome": self.outcome,
+            "rate_tokens": self.rate_tokens,
         }
 
 

@@ -17,6 +17,10 @@ other section of the run is streaming. Sections already streaming go on. A secti
 ``max_rate_limit_retries`` further 429s before it ends with ``rate_limited``. The SDK's own
 retries are turned off (``max_retries=0``) for engine calls, so nothing is retried twice over:
 the engine alone decides, and it never retries a section that already produced output.
+
+With a rate budget (``budget=``, see ``budget.py``) a section starts only when the budget has
+room for its estimated cost: the consumer asks without blocking and, told to wait, wakes up
+when the budget said. The 429 fallback above stays as the safety net.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 import openai
 
+from backend_ai.app.services.parallel_streaming.budget import Permit, RateBudget
 from backend_ai.app.services.parallel_streaming.channel import RunChannel
 from backend_ai.app.services.parallel_streaming.config import (
     Mode,
@@ -88,6 +93,7 @@ class ParallelStreamManager:
         options: RunOptions | None = None,
         executor: SectionExecutor | None = None,
         stats: StreamStats | None = None,
+        budget: RateBudget | None = None,
     ) -> None:
         # The engine owns retries (see the module docstring), so the SDK's are switched off.
         self._client = client.with_options(max_retries=0)
@@ -95,6 +101,7 @@ class ParallelStreamManager:
         self._options = options or RunOptions()
         self._executor = executor
         self._stats = stats if stats is not None else default_stats
+        self._budget = budget
         self._closed = False
         self._active: weakref.WeakSet[_Run] = weakref.WeakSet()
 
@@ -134,6 +141,7 @@ class ParallelStreamManager:
             stats=self._stats,
             secrets=self._secrets,
             request_id=request_id or uuid.uuid4().hex,
+            budget=self._budget,
         )
         self._active.add(run)
         return run.events()
@@ -173,8 +181,13 @@ class _Run:
         stats: StreamStats,
         secrets: tuple[str, ...],
         request_id: str,
+        budget: RateBudget | None = None,
     ) -> None:
         self.client = client
+        self.budget = budget
+        self.permits: dict[str, Permit] = {}
+        #: When the budget said a start may be possible again (0: not waiting on it).
+        self.budget_wait_until = 0.0
         self.options = options
         self.executor = executor
         self.stats = stats
@@ -230,13 +243,37 @@ class _Run:
         )
 
     def _schedule(self, now: float) -> None:
+        self.budget_wait_until = 0.0
         if self.shutting_down:
             return
         limit = self.options.max_parallel or len(self.states)
         while self.pending and not self.fallback and len(self.running) < limit:
+            if not self._admitted(self.pending[0], now):
+                return
             self._submit(self.pending.popleft())
-        if self.fallback and not self.running and now >= self.resume_at:
+        if (
+            self.fallback
+            and not self.running
+            and now >= self.resume_at
+            and self._admitted(self.fallback[0], now)
+        ):
             self._submit(self.fallback.popleft())
+
+    def _admitted(self, state: SectionState, now: float) -> bool:
+        """Whether the rate budget lets this section start now (always, without a budget)."""
+        if self.budget is None:
+            return True
+        result = self.budget.try_acquire(self.budget.estimator.estimate_config(state.config))
+        if isinstance(result, Permit):
+            self.permits[state.name] = result
+            return True
+        self.budget_wait_until = now + result
+        return False
+
+    def _settle(self, name: str, event: object) -> None:
+        permit = self.permits.pop(name, None)
+        if permit is not None and self.budget is not None:
+            self.budget.settle(permit, getattr(event, "usage", None))
 
     def _on_rate_limited(self, item: RateLimited, now: float) -> Event:
         state = self.states[item.section]
@@ -349,8 +386,8 @@ class _Run:
                         last_out = now
                         yield Heartbeat()
                     next_tick = now + self.tick_s
-                if not self.running:
-                    self._schedule(now)  # e.g. the rate-limit wait just ended
+                if not self.running or 0 < self.budget_wait_until <= now:
+                    self._schedule(now)  # e.g. the rate-limit or budget wait just ended
                 if not (self.pending or self.fallback or self.running):
                     break
                 wake_at = next_tick
@@ -358,6 +395,8 @@ class _Run:
                     wake_at = min(wake_at, deadline)
                 if self.fallback and not self.running:
                     wake_at = min(wake_at, self.resume_at)
+                if self.budget_wait_until:
+                    wake_at = min(wake_at, self.budget_wait_until)
                 item = get(max(0.0, wake_at - now))
                 now = monotonic()
                 if item is None:
@@ -402,12 +441,16 @@ class _Run:
         """Book-keeping for a non-chunk item; returns the event to send, if any."""
         if isinstance(item, RateLimited):
             self.running.pop(item.section, None)
+            self._settle(item.section, item)
+            if self.budget is not None:
+                self.budget.cool_down(item.wait_s)
             event = self._on_rate_limited(item, now)
             if isinstance(event, SectionError):
                 self._record(event, started)
             return event
         if isinstance(item, SectionDone | SectionError):
             self.running.pop(item.section, None)
+            self._settle(item.section, item)
             self.states[item.section].running = False
             self._record(item, started)
         assert isinstance(item, Event), f"unexpected item on a run channel: {item!r}"

@@ -1,0 +1,175 @@
+"""The rate budget's arithmetic on a hand-driven clock: window, tokens, headers, cool-down."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from backend_ai.app.services.parallel_streaming.budget import (
+    BudgetCancelled,
+    BudgetTimeout,
+    LocalRateBudget,
+    ObservedLimits,
+    Permit,
+    TokenEstimate,
+    TokenEstimator,
+    parse_duration,
+    parse_rate_limit_headers,
+)
+from backend_ai.app.services.parallel_streaming.events import TokenUsage
+from backend_ai.errors import ConfigError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def est(tokens: int = 10) -> TokenEstimate:
+    return TokenEstimate(0, tokens)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("6m0s", 360.0),
+        ("1s", 1.0),
+        ("120ms", 0.12),
+        ("1h2m3.5s", 3723.5),
+        ("0.5", 0.5),
+        ("17ms", 0.017),
+        ("2m", 120.0),
+    ],
+)
+def test_parse_duration_reads_openai_reset_values(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1x", "-1", "1s2", "nan", "s"])
+def test_parse_duration_rejects_garbage(text):
+    assert parse_duration(text) is None
+
+
+def test_parse_rate_limit_headers_reads_all_six_and_ignores_bad_values():
+    limits = parse_rate_limit_headers(
+        {
+            "X-RateLimit-Limit-Requests": "60",
+            "x-ratelimit-limit-tokens": "150000",
+            "x-ratelimit-remaining-requests": "59",
+            "x-ratelimit-remaining-tokens": "oops",
+            "x-ratelimit-reset-requests": "1s",
+            "x-ratelimit-reset-tokens": "6m0s",
+        }
+    )
+    assert limits == ObservedLimits(60, 150000, 59, None, 1.0, 360.0)
+    assert parse_rate_limit_headers({"content-type": "x"}).empty
+
+
+def test_requests_per_window_are_never_exceeded_and_wait_says_when():
+    clock = Clock()
+    budget = LocalRateBudget(rpm=3, window_s=10, margin_s=0, clock=clock)
+    permits = [budget.try_acquire(est()) for _ in range(3)]
+    assert all(isinstance(p, Permit) for p in permits)
+    clock.now += 4
+    wait = budget.try_acquire(est())
+    assert wait == pytest.approx(6.0)
+    clock.now += 5.999
+    assert not isinstance(budget.try_acquire(est()), Permit)
+    clock.now += 0.001
+    assert isinstance(budget.try_acquire(est()), Permit)
+
+
+def test_tokens_per_window_and_the_correction_from_usage():
+    clock = Clock()
+    budget = LocalRateBudget(tpm=100, window_s=10, margin_s=0, clock=clock)
+    first = budget.try_acquire(TokenEstimate(40, 40, prompt_chars=160))
+    assert isinstance(first, Permit)
+    assert budget.try_acquire(TokenEstimate(20, 20)) == pytest.approx(10.0)
+    # The upstream said the prompt was 10 tokens: the start now counts 10 + 40.
+    budget.settle(first, TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15))
+    assert budget.snapshot()["tokens_in_window"] == 50
+    assert isinstance(budget.try_acquire(TokenEstimate(20, 20)), Permit)
+    # ... and the next estimate of a same-sized prompt follows (EMA towards 16 chars/token).
+    assert budget.estimator.chars_per_token > 4.0
+
+
+def test_a_request_larger_than_the_whole_budget_waits_for_an_empty_window():
+    clock = Clock()
+    budget = LocalRateBudget(tpm=100, window_s=10, margin_s=0, clock=clock)
+    assert isinstance(budget.try_acquire(est(30)), Permit)
+    assert budget.try_acquire(est(500)) == pytest.approx(10.0)
+    clock.now += 10
+    assert isinstance(budget.try_acquire(est(500)), Permit)
+
+
+def test_a_429_cools_every_holder_down():
+    clock = Clock()
+    budget = LocalRateBudget(rpm=100, window_s=10, clock=clock)
+    budget.observe_response(429, {"retry-after-ms": "1500"}, cap_s=30)
+    assert budget.try_acquire(est()) == pytest.approx(1.5)
+    clock.now += 1.5
+    assert isinstance(budget.try_acquire(est()), Permit)
+
+
+def test_limits_learned_from_headers_apply_when_none_is_configured():
+    clock = Clock()
+    budget = LocalRateBudget(clock=clock, window_s=10, margin_s=0)
+    assert isinstance(budget.try_acquire(est()), Permit)
+    budget.observe(ObservedLimits(limit_requests=2, limit_tokens=1000))
+    assert isinstance(budget.try_acquire(est()), Permit)
+    assert budget.try_acquire(est()) == pytest.approx(10.0)
+    assert budget.snapshot()["rpm"] == 2
+
+
+def test_what_others_used_counts_until_the_reset():
+    clock = Clock()
+    budget = LocalRateBudget(rpm=10, window_s=10, clock=clock)
+    # The key has 1 start left for 3 s although this process started nothing: someone else.
+    budget.observe(ObservedLimits(remaining_requests=1, reset_requests_s=3.0))
+    assert isinstance(budget.try_acquire(est()), Permit)
+    assert budget.try_acquire(est()) == pytest.approx(3.0)
+    clock.now += 3
+    assert isinstance(budget.try_acquire(est()), Permit)
+
+
+def test_acquire_waits_then_admits_and_is_cancellable_and_has_a_deadline():
+    budget = LocalRateBudget(rpm=1, window_s=0.3, margin_s=0)
+    budget.acquire(est())
+    started = time.monotonic()
+    budget.acquire(est(), timeout=5)
+    assert time.monotonic() - started >= 0.25
+    with pytest.raises(BudgetTimeout):
+        budget.acquire(est(), timeout=0.05)
+    cancel = threading.Event()
+    threading.Timer(0.05, cancel.set).start()
+    budget.cool_down(30)
+    started = time.monotonic()
+    with pytest.raises(BudgetCancelled):
+        budget.acquire(est(), cancel=cancel)
+    assert time.monotonic() - started < 5
+
+
+def test_estimator_counts_messages_and_max_tokens():
+    from backend_ai.app.services.parallel_streaming.config import StreamConfig
+
+    estimator = TokenEstimator()
+    config = StreamConfig("a", "x" * 40, max_tokens=50, system_prompt="y" * 8)
+    assert estimator.estimate_config(config) == TokenEstimate(12, 50, 48)
+    override = StreamConfig(
+        "b",
+        "ignored",
+        extra_body={"messages": [{"role": "user", "content": "z" * 400}], "max_tokens": 7},
+    )
+    assert estimator.estimate_config(override) == TokenEstimate(100, 7, 400)
+
+
+def test_bad_limits_are_config_errors():
+    with pytest.raises(ConfigError):
+        LocalRateBudget(rpm=0)
+    with pytest.raises(ConfigError):
+        LocalRateBudget(window_s=0)
