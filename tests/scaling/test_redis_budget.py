@@ -18,7 +18,6 @@ import redis
 
 from backend_ai.app.redis_process import RedisProcess
 from backend_ai.app.services.parallel_streaming.budget import (
-    ObservedLimits,
     Permit,
     TokenEstimate,
 )
