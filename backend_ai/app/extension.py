@@ -25,6 +25,7 @@ from flask import Flask, current_app
 
 from backend_ai.app.history import HistoryStore
 from backend_ai.app.metrics import ServiceMetrics
+from backend_ai.app.rate_budget import build_rate_budget
 from backend_ai.app.services.parallel_streaming import (
     HttpClientPool,
     Mode,
@@ -168,7 +169,13 @@ class BackendAI:
             http_pool=pool,
             executor=executor,
             client=client,
-            manager=ParallelStreamManager(client, executor=executor),
+            manager=ParallelStreamManager(
+                client,
+                executor=executor,
+                budget=build_rate_budget(
+                    settings, metrics, pool.get(), upstream=str(client.base_url)
+                ),
+            ),
             metrics=metrics,
             history=history,
         )

@@ -96,6 +96,17 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.budget_redis_fallbacks = Counter(
+            "backend_ai_budget_redis_fallbacks",
+            "Times a process lost Redis and fell back to budgeting on its own.",
+            registry=r,
+        )
+        self.budget_redis_down = Gauge(
+            "backend_ai_budget_redis_down",
+            "Processes budgeting on their own now because Redis is unavailable.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         # Each process sets 1: summed over the live workers, it is how many there are.
         self.workers = Gauge(
             "backend_ai_workers",

@@ -78,6 +78,16 @@ class Settings:
     #: The pooled upstream client's sizes and timeouts (``BACKEND_AI_HTTP_*``).
     http: PoolSettings = field(default_factory=PoolSettings)
 
+    # Rate budget (shared through Redis when ``redis_url`` is set)
+    #: Requests and tokens per ``budget_window_s`` for the upstream; None leaves it to the
+    #: limits the upstream reports in its ``x-ratelimit-*`` headers.
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_window_s: float = 60.0
+    #: The Redis every process and host shares the budget through (may carry a password).
+    redis_url: str | None = field(default=None, repr=False)
+    redis_timeout_s: float = 0.25
+
     # Requests
     max_text_chars: int = 4000
     max_content_length: int = 64 * 1024
@@ -139,6 +149,20 @@ class Settings:
         _check_int("max_text_chars", self.max_text_chars, minimum=1)
         _check_int("max_content_length", self.max_content_length, minimum=1024)
         _check_int("history_queue_size", self.history_queue_size, minimum=1)
+        _check_int("rpm", self.rpm, minimum=1, allow_none=True)
+        _check_int("tpm", self.tpm, minimum=1, allow_none=True)
+        _check_seconds("budget_window_s", self.budget_window_s)
+        _check_seconds("redis_timeout_s", self.redis_timeout_s)
+        if self.redis_url is not None and not (
+            isinstance(self.redis_url, str)
+            and self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            # Never echo the value: it may hold a password.
+            raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
+
+    @property
+    def rate_budget_enabled(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.redis_url is not None
 
     @property
     def history_enabled(self) -> bool:
@@ -193,6 +217,15 @@ class Settings:
             history_db_path=env.optional_path("BACKEND_AI_HISTORY_DB", env.default_history_path()),
             history_queue_size=env.number(
                 "BACKEND_AI_HISTORY_QUEUE_SIZE", defaults.history_queue_size, int
+            ),
+            rpm=env.number("BACKEND_AI_RPM", None, int),
+            tpm=env.number("BACKEND_AI_TPM", None, int),
+            budget_window_s=env.number(
+                "BACKEND_AI_BUDGET_WINDOW_S", defaults.budget_window_s, float
+            ),
+            redis_url=env.text("BACKEND_AI_REDIS_URL"),
+            redis_timeout_s=env.number(
+                "BACKEND_AI_REDIS_TIMEOUT_S", defaults.redis_timeout_s, float
             ),
         )
 
