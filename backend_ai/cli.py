@@ -16,6 +16,7 @@ __all__ = ["main"]
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("backend_ai.app.serve", "run the web service under gunicorn"),
     "simulate": ("backend_ai.simulator.cli", "run the OpenAI-compatible upstream simulator"),
+    "batch": ("backend_ai.batch_cli", "run a JSONL file of requests; results as they finish"),
 }
 
 

@@ -33,6 +33,8 @@ from backend_ai.app.services.parallel_streaming import (
     RunOptions,
     SectionExecutor,
 )
+from backend_ai.app.services.parallel_streaming.batch import BatchOptions, BatchRunner
+from backend_ai.app.services.parallel_streaming.budget import RateBudget
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 
@@ -57,6 +59,10 @@ class ServiceState:
     manager: ParallelStreamManager
     metrics: ServiceMetrics
     history: HistoryStore | None
+    #: Batch runs (``POST /batch/stream``), on the same client, executor and rate budget.
+    batch: BatchRunner | None = None
+    #: The process's rate budget (``BACKEND_AI_RPM`` / ``BACKEND_AI_TPM``), None when unset.
+    budget: RateBudget | None = None
     #: Set when the server begins a graceful shutdown: open streams end with a final event.
     draining: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
@@ -85,6 +91,8 @@ class ServiceState:
         self.draining.set()
         # Flags only: refuses new runs, and each open run ends itself with ``done``.
         self.manager.close()
+        if self.batch is not None:
+            self.batch.close()
 
     def close(self) -> None:
         """Stop the engine, flush the history writer, close the HTTP pool."""
@@ -96,6 +104,8 @@ class ServiceState:
         # history is flushed, and last the connections close, which wakes any blocked reader.
         try:
             self.manager.close()
+            if self.batch is not None:
+                self.batch.close()
             self.executor.shutdown(wait=False)
         finally:
             try:
@@ -164,20 +174,29 @@ class BackendAI:
                 on_drop=metrics.history_dropped.inc,
             )
         executor = SectionExecutor(settings.max_workers)
+        # None, this process's own, or shared through Redis; fed by every upstream answer.
+        budget = build_rate_budget(settings, metrics, pool.get(), upstream=str(client.base_url))
         state = ServiceState(
             settings=settings,
             http_pool=pool,
             executor=executor,
             client=client,
-            manager=ParallelStreamManager(
-                client,
-                executor=executor,
-                budget=build_rate_budget(
-                    settings, metrics, pool.get(), upstream=str(client.base_url)
-                ),
-            ),
+            manager=ParallelStreamManager(client, executor=executor, budget=budget),
             metrics=metrics,
             history=history,
+            batch=BatchRunner(
+                client,
+                executor=executor,
+                budget=budget,
+                options=BatchOptions(
+                    max_parallel=settings.batch_max_parallel,
+                    stall_timeout_s=settings.stall_timeout_s,
+                    max_retry_wait_s=settings.max_retry_wait_s,
+                    backpressure_timeout_s=settings.backpressure_timeout_s,
+                    include_usage=settings.include_usage,
+                ),
+            ),
+            budget=budget,
         )
         app.extensions[EXTENSION_KEY] = state
         _live_states.add(state)

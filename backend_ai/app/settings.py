@@ -77,12 +77,17 @@ class Settings:
     include_usage: bool = True
     #: The pooled upstream client's sizes and timeouts (``BACKEND_AI_HTTP_*``).
     http: PoolSettings = field(default_factory=PoolSettings)
-
-    # Rate budget (shared through Redis when ``redis_url`` is set)
-    #: Requests and tokens per ``budget_window_s`` for the upstream; None leaves it to the
-    #: limits the upstream reports in its ``x-ratelimit-*`` headers.
+    #: Proactive rate budget shared by every run of the process (None: no limit of ours).
     rpm: int | None = None
     tpm: int | None = None
+
+    # Batches (``POST /batch/stream``)
+    batch_max_items: int = 1000
+    batch_max_item_chars: int = 4000
+    batch_max_parallel: int = 8
+
+    # Rate budget (``rpm`` / ``tpm`` above), shared through Redis when ``redis_url`` is set
+    #: The window ``rpm`` and ``tpm`` count in (a minute, as providers count; shorter in tests).
     budget_window_s: float = 60.0
     #: The Redis every process and host shares the budget through (may carry a password).
     redis_url: str | None = field(default=None, repr=False)
@@ -146,11 +151,14 @@ class Settings:
             raise ConfigError("http must be a PoolSettings")
         _check_int("queue_size", self.queue_size, minimum=1)
         _check_int("max_rate_limit_retries", self.max_rate_limit_retries, minimum=0)
+        _check_int("rpm", self.rpm, minimum=1, allow_none=True)
+        _check_int("tpm", self.tpm, minimum=1, allow_none=True)
+        _check_int("batch_max_items", self.batch_max_items, minimum=1)
+        _check_int("batch_max_item_chars", self.batch_max_item_chars, minimum=1)
+        _check_int("batch_max_parallel", self.batch_max_parallel, minimum=1)
         _check_int("max_text_chars", self.max_text_chars, minimum=1)
         _check_int("max_content_length", self.max_content_length, minimum=1024)
         _check_int("history_queue_size", self.history_queue_size, minimum=1)
-        _check_int("rpm", self.rpm, minimum=1, allow_none=True)
-        _check_int("tpm", self.tpm, minimum=1, allow_none=True)
         _check_seconds("budget_window_s", self.budget_window_s)
         _check_seconds("redis_timeout_s", self.redis_timeout_s)
         if self.redis_url is not None and not (
@@ -208,6 +216,15 @@ class Settings:
             ),
             include_usage=env.flag("BACKEND_AI_INCLUDE_USAGE", defaults.include_usage),
             http=PoolSettings.from_env(env.environ),
+            rpm=env.number("BACKEND_AI_RPM", None, int),
+            tpm=env.number("BACKEND_AI_TPM", None, int),
+            batch_max_items=env.number("BACKEND_AI_BATCH_MAX_ITEMS", defaults.batch_max_items, int),
+            batch_max_item_chars=env.number(
+                "BACKEND_AI_BATCH_MAX_ITEM_CHARS", defaults.batch_max_item_chars, int
+            ),
+            batch_max_parallel=env.number(
+                "BACKEND_AI_BATCH_MAX_PARALLEL", defaults.batch_max_parallel, int
+            ),
             max_text_chars=env.number("BACKEND_AI_MAX_TEXT_CHARS", defaults.max_text_chars, int),
             max_content_length=env.number(
                 "BACKEND_AI_MAX_CONTENT_LENGTH", defaults.max_content_length, int
@@ -218,8 +235,6 @@ class Settings:
             history_queue_size=env.number(
                 "BACKEND_AI_HISTORY_QUEUE_SIZE", defaults.history_queue_size, int
             ),
-            rpm=env.number("BACKEND_AI_RPM", None, int),
-            tpm=env.number("BACKEND_AI_TPM", None, int),
             budget_window_s=env.number(
                 "BACKEND_AI_BUDGET_WINDOW_S", defaults.budget_window_s, float
             ),

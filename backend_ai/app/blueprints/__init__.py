@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from backend_ai.app.blueprints import compare, dream, iching, meta, page, tarot
+from backend_ai.app.blueprints import batch, compare, dream, iching, meta, page, tarot
 
 __all__ = ["ALL"]
 
-ALL: tuple[Blueprint, ...] = (page.bp, meta.bp, dream.bp, iching.bp, tarot.bp, compare.bp)
+ALL: tuple[Blueprint, ...] = (
+    page.bp,
+    meta.bp,
+    dream.bp,
+    iching.bp,
+    tarot.bp,
+    compare.bp,
+    batch.bp,
+)

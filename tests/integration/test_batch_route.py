@@ -1,0 +1,96 @@
+"""``POST /batch/stream``: items streamed whole as they finish, progress, and 4xx before any
+byte for a bad request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from .conftest import MakeApp
+from .sse_client import data_events, parse_frames
+
+
+def post(client: FlaskClient, body: dict[str, Any]) -> Any:
+    return client.post("/batch/stream", json=body)
+
+
+def test_items_stream_whole_with_progress_and_done_last(sim_client: FlaskClient) -> None:
+    items = ["apples", {"id": "pear", "text": "pears"}, "plums", "figs"]
+    response = post(sim_client, {"instruction": "Name a colour for", "items": items})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/event-stream"
+    events = data_events(parse_frames(response.get_data(as_text=True)))
+    assert events[0]["type"] == "batch_start"
+    assert events[0]["total"] == 4
+    assert events[-1]["type"] == "done"
+    assert (events[-1]["done"], events[-1]["failed"]) == (4, 0)
+    results = [e for e in events if e["type"] == "item"]
+    assert sorted(r["id"] for r in results) == ["0", "2", "3", "pear"]
+    for result in results:
+        assert result["text"]
+        assert result["error"] is None
+        assert result["finish_reason"] == "stop"
+    progress = [e for e in events if e["type"] == "progress"]
+    assert progress
+    assert progress[-1]["done"] == 4
+    assert progress[-1]["tokens"] == sum(r["usage"]["total_tokens"] for r in results)
+
+
+def test_ordered_mode_keeps_input_order_and_errors_stay_per_item(
+    sim_client: FlaskClient,
+) -> None:
+    response = post(
+        sim_client,
+        {
+            "instruction": "Summarise",
+            "items": ["one", "two", "three"],
+            "mode": "ordered",
+            "on_error": "continue",
+            "sim": {"ttft_ms": 5},
+        },
+    )
+    events = data_events(parse_frames(response.get_data(as_text=True)))
+    results = [e for e in events if e["type"] == "item"]
+    assert [r["index"] for r in results] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"instruction": "x"}, 422, "invalid_type"),
+        ({"instruction": "x", "items": []}, 422, "empty_field"),
+        ({"instruction": "x", "items": ["a"] * 6}, 422, "too_many_items"),
+        ({"instruction": "x", "items": ["a" * 101]}, 422, "item_too_long"),
+        ({"instruction": "x", "items": [3]}, 422, "invalid_item"),
+        ({"instruction": "x", "items": [" "]}, 422, "invalid_item"),
+        ({"instruction": "x", "items": [{"id": "a", "text": "b"}] * 2}, 422, "duplicate_id"),
+        ({"instruction": "x", "items": ["a"], "mode": "interleaved"}, 422, "invalid_value"),
+        ({"instruction": "x", "items": ["a"], "on_error": "panic"}, 422, "invalid_value"),
+        ({"items": ["a"]}, 422, "missing_field"),
+        ({"instruction": "x", "items": ["a"], "extra": 1}, 422, "unknown_field"),
+    ],
+)
+def test_bad_requests_are_json_errors_before_any_stream(
+    make_app: MakeApp, body: dict[str, Any], status: int, code: str
+) -> None:
+    client = make_app(batch_max_items=5, batch_max_item_chars=100).test_client()
+    response = post(client, body)
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_rpm_and_tpm_settings_give_the_service_one_budget(make_app: MakeApp) -> None:
+    from backend_ai.app.extension import get_state
+    from backend_ai.app.settings import Settings
+
+    app = make_app(rpm=60, tpm=90_000)
+    state = get_state(app)
+    assert state.budget is not None
+    assert state.budget.snapshot()["rpm"] == 60
+    assert state.budget.snapshot()["tpm"] == 90_000
+    assert get_state(make_app()).budget is None
+    settings = Settings.from_env({"BACKEND_AI_RPM": "500", "BACKEND_AI_TPM": "30000"})
+    assert (settings.rpm, settings.tpm) == (500, 30_000)
