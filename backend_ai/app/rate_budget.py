@@ -21,7 +21,12 @@ from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, R
 from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.app.settings import Settings
 
-__all__ = ["build_rate_budget"]
+__all__ = ["MIN_MARGIN_S", "build_rate_budget"]
+
+#: A start counts against the window this much longer than the window itself, to cover its way
+#: from here to the upstream, where the window runs. That delay is a matter of latency and of
+#: how busy the host is, not of the window's length, so short windows get at least this much.
+MIN_MARGIN_S = 0.25
 
 
 def build_rate_budget(
@@ -34,8 +39,10 @@ def build_rate_budget(
     if not settings.rate_budget_enabled:
         return None
     budget: RateBudget
+    window_s = settings.budget_window_s
+    margin_s = max(MIN_MARGIN_S, window_s / 50)
     if settings.redis_url is None:
-        budget = LocalRateBudget(settings.rpm, settings.tpm, window_s=settings.budget_window_s)
+        budget = LocalRateBudget(settings.rpm, settings.tpm, window_s=window_s, margin_s=margin_s)
     else:
 
         def on_fallback(down: bool) -> None:
@@ -49,7 +56,8 @@ def build_rate_budget(
             upstream=upstream,
             rpm=settings.rpm,
             tpm=settings.tpm,
-            window_s=settings.budget_window_s,
+            window_s=window_s,
+            margin_s=margin_s,
             socket_timeout_s=settings.redis_timeout_s,
             on_fallback=on_fallback,
         )
