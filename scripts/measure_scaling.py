@@ -22,6 +22,7 @@ with ``done``.
     python scripts/measure_scaling.py                 # the full run: 60/min, three minutes a phase
     python scripts/measure_scaling.py --smoke         # CI: a 4 s window
     python scripts/measure_scaling.py --json out.json --kill-redis
+    python scripts/measure_scaling.py --call-cost 5000   # time of one shared-budget admission
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from load_test_streaming import Result, StreamChecker
 
 from backend_ai.app.gunicorn_process import _die_with_parent
 from backend_ai.app.redis_process import RedisProcess
+from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, TokenEstimate
+from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.simulator import SimulatorProcess
 
 API_KEY = "sk-scaling-run"
@@ -273,6 +276,24 @@ def verdict(phase: Phase, rpm: int) -> list[str]:
     return problems
 
 
+def call_cost(calls: int) -> dict[str, float]:
+    """Wall and CPU time of one admission by ``RedisRateBudget`` against ``LocalRateBudget``
+    (a loopback Redis started here; no limit is reached, so every call admits)."""
+    estimate = TokenEstimate(prompt_tokens=50, completion_tokens=200, prompt_chars=200)
+    figures: dict[str, float] = {}
+    with RedisProcess() as server:
+        shared = RedisRateBudget(server.url, upstream="http://cost.test/v1", rpm=10**9)
+        for name, budget in (("local", LocalRateBudget(rpm=10**9)), ("redis", shared)):
+            budget.try_acquire(estimate)  # warm: the script is loaded, the connection open
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                budget.try_acquire(estimate)
+            figures[f"{name}_wall_us"] = (time.perf_counter() - wall) / calls * 1e6
+            figures[f"{name}_cpu_us"] = (time.process_time() - cpu) / calls * 1e6
+        shared.close()
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rpm", type=int, default=60, help="the upstream's budget per window")
@@ -286,7 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CI: 12 per 4 s window, 3 windows")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--logs", type=Path, help="servers' logs here (default: a temp dir)")
+    parser.add_argument(
+        "--call-cost", type=int, metavar="N", help="only time N admissions, local vs Redis"
+    )
     args = parser.parse_args(argv)
+    if args.call_cost:
+        figures = call_cost(args.call_cost)
+        print(", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
+        return 0
     if args.smoke:
         args.rpm, args.window_s, args.windows, args.clients = 12, 4.0, 3, 6
     phases = [p for p in args.phases.split(",") if p]
