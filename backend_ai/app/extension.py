@@ -35,6 +35,7 @@ from backend_ai.app.services.parallel_streaming import (
 )
 from backend_ai.app.services.parallel_streaming.batch import BatchOptions, BatchRunner
 from backend_ai.app.services.parallel_streaming.budget import RateBudget
+from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 
@@ -113,6 +114,8 @@ class ServiceState:
                     self.history.close()
             finally:
                 self.http_pool.close()
+                if isinstance(self.budget, RedisRateBudget):
+                    self.budget.close()  # its Redis connections
         _live_states.discard(self)
 
 
