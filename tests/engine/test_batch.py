@@ -255,3 +255,27 @@ def test_batch_budget_ab_no_429_and_never_over_budget_with_it_429s_without(runne
     assert statuses.count(429) >= 1
     # The 429 path still gets every item through (wait, retry, smaller concurrency).
     assert all(r.ok for r in results(without))
+
+
+TPM = 1000
+
+
+def test_batch_token_budget_keeps_every_later_window_within_the_tokens(runner, simulator):
+    """Tokens are estimated (prompt characters, max_tokens) before the first answers and
+    corrected by their usage: at most the first window may see a 429."""
+    simulator.configure(budget={"tpm_per_key": TPM, "window_s": WINDOW_S})
+    items = [item(f"t{n}", tokens=3, max_tokens=100) for n in range(24)]
+    events = list(
+        runner(max_parallel=8, budget=LocalRateBudget(tpm=TPM, window_s=WINDOW_S)).run(items)
+    )
+    assert all(r.ok for r in results(events))
+    records = completion_records(simulator)
+    first = min(r["t_start"] for r in records)
+    later = [r for r in records if r["t_start"] > first + WINDOW_S]
+    assert later
+    assert not [r for r in later if r["status"] == 429]
+    admitted_later = [r for r in later if r["status"] == 200]
+    assert max_in_any_window(admitted_later, WINDOW_S, key="rate_tokens") <= TPM
+    # 24 requests of ~110 tokens at 1000 per window: the budget spread them over windows.
+    span = max(r["t_start"] for r in records) - first
+    assert span >= 1.5 * WINDOW_S

@@ -18,7 +18,9 @@ def post(client: FlaskClient, body: dict[str, Any]) -> Any:
 
 def test_items_stream_whole_with_progress_and_done_last(sim_client: FlaskClient) -> None:
     items = ["apples", {"id": "pear", "text": "pears"}, "plums", "figs"]
-    response = post(sim_client, {"instruction": "Name a colour for", "items": items})
+    response = post(
+        sim_client, {"instruction": "Name a colour for", "items": items, "mode": "as_completed"}
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "text/event-stream"
     events = data_events(parse_frames(response.get_data(as_text=True)))

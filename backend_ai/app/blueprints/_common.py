@@ -41,12 +41,15 @@ class StreamRequest:
         return merged or None
 
 
-def parse(fields: Sequence[str]) -> StreamRequest:
-    """The request's JSON body, checked for unknown fields, mode and simulator controls."""
+def parse(fields: Sequence[str], *, page_mode: bool = True) -> StreamRequest:
+    """The request's JSON body, checked for unknown fields, mode and simulator controls.
+
+    ``page_mode=False``: the route checks ``mode`` itself (batches have modes of their own).
+    """
     state = get_state()
     body = json_body(request)
     check_fields(body, (*fields, *COMMON_FIELDS))
-    mode = stream_mode(body)
+    mode = stream_mode(body) if page_mode else ""
     if "sim" in body or "sim_sections" in body:
         if not state.settings.upstream_is_simulator:
             raise RequestError(

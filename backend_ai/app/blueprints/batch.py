@@ -118,7 +118,7 @@ def _items(req: StreamRequest, instruction: str) -> list[BatchItem]:
 
 @bp.post("/stream")
 def batch_stream() -> Response:
-    req = parse(("instruction", "items", "on_error"))
+    req = parse(("instruction", "items", "on_error"), page_mode=False)
     state = req.state
     if "sim_sections" in req.body:
         raise RequestError(422, "unknown_field", "field 'sim_sections' is not used by batches")
