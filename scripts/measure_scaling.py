@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_test_streaming import Result, StreamChecker
 
-from backend_ai.app.gunicorn_process import _die_with_parent
+from backend_ai.app.child_process import die_with_parent
 from backend_ai.app.redis_process import RedisProcess
 from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, TokenEstimate
 from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
@@ -107,7 +107,7 @@ class Serve:
             [sys.executable, "-m", "backend_ai.cli", "serve", f"--port={self.port}",
              f"--workers={workers}", "--threads=16", "--log-level=warning"],
             env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
 
     def wait_ready(self, workers: int, timeout: float = 90.0) -> None:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Self
 
 import redis
 
-from backend_ai.app.gunicorn_process import _die_with_parent
+from backend_ai.app.child_process import die_with_parent
 from backend_ai.errors import BackendAIError, LifecycleError
 
 __all__ = ["REDIS_SERVER", "RedisProcess", "RedisServerError"]
@@ -131,7 +130,7 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent,
         )
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1.0)
         deadline = time.monotonic() + self._ready_timeout

@@ -49,7 +49,7 @@ from backend_ai.app.services.parallel_streaming.budget import (
     RateBudget,
     TokenEstimate,
     TokenEstimator,
-    _smaller,
+    tighter_limit,
 )
 from backend_ai.app.services.parallel_streaming.rate_limit import DEFAULT_RETRY_WAIT_S
 from backend_ai.errors import ConfigError
@@ -431,8 +431,8 @@ class RedisRateBudget(RateBudget):
         learned_rpm, learned_tpm = meta.get("learned_rpm"), meta.get("learned_tpm")
         return {
             "store": "redis",
-            "rpm": _smaller(self.rpm, None if learned_rpm is None else int(learned_rpm)),
-            "tpm": _smaller(self.tpm, None if learned_tpm is None else int(learned_tpm)),
+            "rpm": tighter_limit(self.rpm, None if learned_rpm is None else int(learned_rpm)),
+            "tpm": tighter_limit(self.tpm, None if learned_tpm is None else int(learned_tpm)),
             "window_s": self.window_s,
             "requests_in_window": int(starts),
             "tokens_in_window": int(meta.get("used", 0)),
