@@ -53,6 +53,7 @@ from backend_ai.app.child_process import die_with_parent
 from backend_ai.app.redis_process import RedisProcess
 from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, TokenEstimate
 from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
+from backend_ai.app.settings import Settings
 from backend_ai.simulator import SimulatorProcess
 
 API_KEY = "sk-scaling-run"
@@ -205,6 +206,7 @@ def run_phase(
         BACKEND_AI_HISTORY_DB="off",
         BACKEND_AI_RPM=str(args.rpm),
         BACKEND_AI_BUDGET_WINDOW_S=str(args.window_s),
+        BACKEND_AI_BUDGET_MARGIN_S=str(args.margin_s),
     )
     if redis_server is not None:
         env["BACKEND_AI_REDIS_URL"] = redis_server.url
@@ -298,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rpm", type=int, default=60, help="the upstream's budget per window")
     parser.add_argument("--window-s", type=float, default=60.0, help="its window (default 60)")
+    parser.add_argument(
+        "--margin-s", type=float, help="BACKEND_AI_BUDGET_MARGIN_S (default: the service's)"
+    )
     parser.add_argument("--windows", type=int, default=3, help="windows per phase (default 3)")
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per instance")
@@ -315,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = call_cost(args.call_cost)
         print(", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
         return 0
+    if args.margin_s is None:
+        args.margin_s = Settings().budget_margin_s
     if args.smoke:
         args.rpm, args.window_s, args.windows, args.clients = 12, 4.0, 3, 6
     phases = [p for p in args.phases.split(",") if p]
@@ -341,10 +348,14 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 if redis_server is not None:
                     redis_server.stop()
-    setup = {k: getattr(args, k) for k in ("rpm", "window_s", "windows", "instances", "workers")}
+    setup = {
+        k: getattr(args, k)
+        for k in ("rpm", "window_s", "margin_s", "windows", "instances", "workers")
+    }
     setup["clients"] = args.clients
     print(
-        f"budget {args.rpm} requests per {args.window_s:g} s; {args.instances} instances x "
+        f"budget {args.rpm} requests per {args.window_s:g} s (margin {args.margin_s:g} s); "
+        f"{args.instances} instances x "
         f"{args.workers} workers; {args.clients} clients; {args.windows} windows a phase"
     )
     header = f"{'phase':<13}{'max/window':>11}{'arrived':>9}{'429':>6}{'429 late':>10}"

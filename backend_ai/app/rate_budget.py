@@ -21,12 +21,7 @@ from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, R
 from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.app.settings import Settings
 
-__all__ = ["MIN_MARGIN_S", "build_rate_budget"]
-
-#: A start counts against the window this much longer than the window itself, to cover its way
-#: from here to the upstream, where the window runs. That delay is a matter of latency and of
-#: how busy the host is, not of the window's length, so short windows get at least this much.
-MIN_MARGIN_S = 0.25
+__all__ = ["build_rate_budget"]
 
 
 def build_rate_budget(
@@ -40,7 +35,8 @@ def build_rate_budget(
         return None
     budget: RateBudget
     window_s = settings.budget_window_s
-    margin_s = max(MIN_MARGIN_S, window_s / 50)
+    # Each start counts for the window plus this margin: its way from here to the upstream.
+    margin_s = settings.budget_margin_s
     if settings.redis_url is None:
         budget = LocalRateBudget(settings.rpm, settings.tpm, window_s=window_s, margin_s=margin_s)
     else:

@@ -89,6 +89,12 @@ class Settings:
     # Rate budget (``rpm`` / ``tpm`` above), shared through Redis when ``redis_url`` is set
     #: The window ``rpm`` and ``tpm`` count in (a minute, as providers count; shorter in tests).
     budget_window_s: float = 60.0
+    #: How long a start counts beyond the window. The upstream counts a request when it arrives
+    #: there, the budget when it admits it; between the two lie a worker thread's turn, the
+    #: connection and the upstream's own queue, which grow with the load on both hosts, not
+    #: with the window. A start counting this much longer keeps the two windows apart when
+    #: those delays differ by up to this much between requests.
+    budget_margin_s: float = 1.0
     #: The Redis every process and host shares the budget through (may carry a password).
     redis_url: str | None = field(default=None, repr=False)
     redis_timeout_s: float = 0.25
@@ -160,6 +166,7 @@ class Settings:
         _check_int("max_content_length", self.max_content_length, minimum=1024)
         _check_int("history_queue_size", self.history_queue_size, minimum=1)
         _check_seconds("budget_window_s", self.budget_window_s)
+        _check_seconds("budget_margin_s", self.budget_margin_s, allow_zero=True)
         _check_seconds("redis_timeout_s", self.redis_timeout_s)
         if self.redis_url is not None and not (
             isinstance(self.redis_url, str)
@@ -238,6 +245,9 @@ class Settings:
             budget_window_s=env.number(
                 "BACKEND_AI_BUDGET_WINDOW_S", defaults.budget_window_s, float
             ),
+            budget_margin_s=env.number(
+                "BACKEND_AI_BUDGET_MARGIN_S", defaults.budget_margin_s, float
+            ),
             redis_url=env.text("BACKEND_AI_REDIS_URL"),
             redis_timeout_s=env.number(
                 "BACKEND_AI_REDIS_TIMEOUT_S", defaults.redis_timeout_s, float
@@ -253,17 +263,21 @@ def _check_int(name: str, value: object, *, minimum: int, allow_none: bool = Fal
         raise ConfigError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}")
 
 
-def _check_seconds(name: str, value: object, *, allow_none: bool = False) -> None:
+def _check_seconds(
+    name: str, value: object, *, allow_none: bool = False, allow_zero: bool = False
+) -> None:
     if value is None and allow_none:
         return
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
-        or value <= 0
+        or value < 0
+        or (value == 0 and not allow_zero)
     ):
+        kind = "non-negative" if allow_zero else "positive"
         extra = " or None" if allow_none else ""
-        raise ConfigError(f"{name} must be a positive number of seconds{extra}, got {value!r}")
+        raise ConfigError(f"{name} must be a {kind} number of seconds{extra}, got {value!r}")
 
 
 _OFF_WORDS = ("", "off", "none", "0", "false", "no")

@@ -32,11 +32,14 @@ def test_budget_settings_are_read_and_the_redis_url_stays_out_of_repr() -> None:
             "BACKEND_AI_RPM": "60",
             "BACKEND_AI_TPM": "90000",
             "BACKEND_AI_BUDGET_WINDOW_S": "10",
+            "BACKEND_AI_BUDGET_MARGIN_S": "0.5",
             "BACKEND_AI_REDIS_URL": "redis://:hunter2@redis.internal:6379/0",
             "BACKEND_AI_REDIS_TIMEOUT_S": "0.1",
         }
     )
     assert (settings.rpm, settings.tpm, settings.budget_window_s) == (60, 90000, 10.0)
+    assert settings.budget_margin_s == 0.5
+    assert Settings.from_env({"BACKEND_AI_BUDGET_MARGIN_S": "0"}).budget_margin_s == 0
     assert settings.redis_url == "redis://:hunter2@redis.internal:6379/0"
     assert settings.redis_timeout_s == 0.1
     assert "hunter2" not in repr(settings)
@@ -46,6 +49,7 @@ def test_budget_settings_are_read_and_the_redis_url_stays_out_of_repr() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("BACKEND_AI_RPM", "0"), ("BACKEND_AI_TPM", "x"), ("BACKEND_AI_BUDGET_WINDOW_S", "-1"),
+     ("BACKEND_AI_BUDGET_MARGIN_S", "-0.5"), ("BACKEND_AI_BUDGET_MARGIN_S", "nan"),
      ("BACKEND_AI_REDIS_URL", "http://:hunter2@redis"), ("BACKEND_AI_REDIS_TIMEOUT_S", "0")],
 )  # fmt: skip
 def test_bad_budget_settings_fail_at_start_without_echoing_secrets(name: str, value: str) -> None:
@@ -61,6 +65,7 @@ def test_no_budget_settings_no_budget_and_limits_alone_a_local_one() -> None:
         assert not http.event_hooks["response"]
         local = build_rate_budget(Settings(rpm=5), metrics, http, upstream="u")
         assert isinstance(local, LocalRateBudget)
+        assert local.margin_s == Settings().budget_margin_s  # the setting, not a rule of its own
         assert len(http.event_hooks["response"]) == 1  # it hears every upstream answer
 
 
