@@ -24,6 +24,7 @@ import openai
 
 from backend_ai.app.history import HistoryStore
 from backend_ai.app.metrics import ServiceMetrics
+from backend_ai.app.rate_budget import build_rate_budget
 from backend_ai.app.services.parallel_streaming import (
     HttpClientPool,
     Mode,
@@ -32,7 +33,8 @@ from backend_ai.app.services.parallel_streaming import (
     SectionExecutor,
 )
 from backend_ai.app.services.parallel_streaming.batch import BatchOptions, BatchRunner
-from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, RateBudget
+from backend_ai.app.services.parallel_streaming.budget import RateBudget
+from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 
@@ -114,6 +116,8 @@ class ServiceState:
                     self.history.close()
             finally:
                 self.http_pool.close()
+                if isinstance(self.budget, RedisRateBudget):
+                    self.budget.close()  # its Redis connections
         _live_states.discard(self)
 
 
@@ -176,13 +180,8 @@ def build_state(settings: Settings) -> ServiceState:
             max_rows=settings.history_max_rows,
         )
     executor = SectionExecutor(settings.max_workers)
-    budget: RateBudget | None = None
-    if settings.rpm is not None or settings.tpm is not None:
-        budget = LocalRateBudget(settings.rpm, settings.tpm)
-        # Every upstream answer updates it: limits, what is left, a 429's cool-down.
-        pool.get().event_hooks["response"].append(
-            budget.response_hook(cap_s=settings.max_retry_wait_s)
-        )
+    # None, this process's own, or shared through Redis; fed by every upstream answer.
+    budget = build_rate_budget(settings, metrics, pool.get(), upstream=str(client.base_url))
     state = ServiceState(
         settings=settings,
         http_pool=pool,

@@ -16,20 +16,33 @@ Why each choice:
 * ``graceful_timeout``: on SIGTERM the worker stops accepting, every open stream ends with a
   final ``done`` event (``ServiceState.begin_drain``) and the worker exits once its connections
   are closed; this is the upper bound on that.
+* metrics of every worker: ``on_starting`` (in the master, before any worker is forked) sets up
+  prometheus-client's multiprocess directory — a fresh temporary one removed by ``on_exit``, or
+  the one ``PROMETHEUS_MULTIPROC_DIR`` names, emptied of a previous run's files — and
+  ``child_exit`` drops a dead worker's live gauges, so ``/metrics`` from any worker is the sum
+  over the live ones (see ``backend_ai.app.metrics``).
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import logging
+import os
+import shutil
 import signal
+import sys
+import tempfile
 from typing import Any
 
 __all__ = [
     "bind",
+    "child_exit",
     "control_socket_disable",
     "graceful_timeout",
     "keepalive",
+    "on_exit",
+    "on_starting",
     "post_fork",
     "post_worker_init",
     "threads",
@@ -42,6 +55,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: prometheus-client's variable (``backend_ai.app.metrics.MULTIPROC_DIR_ENV``, not imported here:
+#: importing prometheus-client in the master before the variable is set would fix its mode).
+_MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The directory ``on_starting`` created in this master, for ``on_exit`` to remove.
+_created_dir: str | None = None
 
 wsgi_app = "backend_ai.app.factory:create_app()"
 bind = "127.0.0.1:8000"
@@ -119,3 +138,37 @@ def worker_exit(server: Any, worker: Any) -> None:
 
     for state in live_states():
         state.close()
+
+
+def on_starting(server: Any) -> None:
+    """Give the workers a multiprocess metrics directory before the first one is forked."""
+    path = os.environ.get(_MULTIPROC_DIR_ENV)
+    if path:
+        # A previous run's files would add its counts to ours (prometheus-client: wipe it).
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+        return
+    global _created_dir
+    _created_dir = os.environ[_MULTIPROC_DIR_ENV] = tempfile.mkdtemp(prefix="backend-ai-metrics-")
+    if "prometheus_client" in sys.modules:
+        # Its mode was fixed at import, before the directory existed (``preload_app``?).
+        logger.warning(
+            "prometheus-client was imported before its multiprocess directory was set: "
+            "/metrics will describe only the worker that answers"
+        )
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: drop its live gauges (its counters stay in the totals)."""
+    path = os.environ.get(_MULTIPROC_DIR_ENV)
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, path)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory ``on_starting`` created (never one the user named)."""
+    if _created_dir is not None:
+        shutil.rmtree(_created_dir, ignore_errors=True)

@@ -12,7 +12,6 @@ run or a ``kill -9``-ed ``serve`` leaves no server behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import re
 import signal
@@ -28,6 +27,7 @@ from typing import IO, Self
 
 import httpx
 
+from backend_ai.app.child_process import die_with_parent
 from backend_ai.errors import BackendAIError, LifecycleError
 
 __all__ = ["GunicornError", "GunicornProcess", "listen"]
@@ -36,18 +36,11 @@ logger = logging.getLogger(__name__)
 
 APP_SPEC = "backend_ai.app.factory:create_app()"
 CONFIG_SPEC = "python:backend_ai.app.gunicorn_conf"
-_PR_SET_PDEATHSIG = 1
 _BOOTING = re.compile(r"Booting worker with pid: (\d+)")
 
 
 class GunicornError(BackendAIError):
     """gunicorn did not start, or did not become ready in time."""
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel for SIGTERM when we die.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -147,7 +140,7 @@ class GunicornProcess:
                 bufsize=1,
                 pass_fds=(listener.fileno(),),
                 start_new_session=True,  # a terminal's Ctrl-C reaches our process, which decides
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent,
             )
             host, port = listener.getsockname()[:2]
             self.url = _url(host, port)

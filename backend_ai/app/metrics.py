@@ -1,12 +1,24 @@
-"""Prometheus metrics of one app, in a registry of its own.
+"""Prometheus metrics of one app, in a registry of its own, summed over gunicorn's workers.
 
 A registry per app (not prometheus-client's global one) lets several apps live in one process —
 every test builds its own — without "Duplicated timeseries" errors. Labels are bounded sets
-(route names, error codes, HTTP statuses), never user input. Under gunicorn each worker has its
-own registry, so a scrape sees the worker that answered it.
+(route names, error codes, HTTP statuses), never user input.
+
+Under gunicorn a scrape reaches one worker, yet it must describe the service. prometheus-client's
+multiprocess mode does that: every worker writes its values to memory-mapped files in the
+directory named by ``PROMETHEUS_MULTIPROC_DIR`` and a scrape sums them with a
+``MultiProcessCollector``. The gunicorn config (``gunicorn_conf.on_starting``) creates that
+directory (or empties a given one) before any worker is forked, and ``child_exit`` drops a dead
+worker's live gauges. Counters and histograms of a dead worker stay in the sum, so totals never
+go backwards when a worker is replaced. The mode is process-wide and chosen when
+prometheus-client is first imported, which is why it comes from the environment and not from
+``Settings``; outside gunicorn (tests, the Flask dev server) the variable is unset and each app
+reads its own registry, as before.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,18 +27,28 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "ServiceMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MULTIPROC_DIR_ENV", "ServiceMetrics", "multiprocess_dir"]
+
+#: prometheus-client's own variable: set, it switches every metric of the process to files.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode, or None when each process reports only itself."""
+    return os.environ.get(MULTIPROC_DIR_ENV) or None
 
 
 class ServiceMetrics:
     """The service's counters, gauges and histograms."""
 
     def __init__(self) -> None:
+        self._multiprocess_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -67,9 +89,32 @@ class ServiceMetrics:
             "Readings not saved because the history queue was full.",
             registry=r,
         )
+        # "livesum": the sum over the workers alive now; a dead worker's open streams are gone.
         self.active_streams = Gauge(
-            "backend_ai_active_streams", "SSE responses currently open.", registry=r
+            "backend_ai_active_streams",
+            "SSE responses currently open.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
+        self.budget_redis_fallbacks = Counter(
+            "backend_ai_budget_redis_fallbacks",
+            "Times a process lost Redis and fell back to budgeting on its own.",
+            registry=r,
+        )
+        self.budget_redis_down = Gauge(
+            "backend_ai_budget_redis_down",
+            "Processes budgeting on their own now because Redis is unavailable.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        # Each process sets 1: summed over the live workers, it is how many there are.
+        self.workers = Gauge(
+            "backend_ai_workers",
+            "Server processes alive whose metrics this scrape includes.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.workers.set(1)
         self.first_byte = Histogram(
             "backend_ai_first_byte_seconds",
             "From the request reaching the app to the first SSE frame being handed to the server.",
@@ -99,6 +144,24 @@ class ServiceMetrics:
             registry=r,
         )
 
+    def live_workers(self) -> int:
+        """How many processes this scrape describes: the live gunicorn workers, or 1."""
+        if self._multiprocess_dir is None:
+            return 1
+        for family in self._collector().collect():
+            if family.name == "backend_ai_workers":
+                return round(sum(sample.value for sample in family.samples))
+        return 1
+
+    def _collector(self) -> multiprocess.MultiProcessCollector:
+        # Not registered: a fresh read of the directory per call, as prometheus-client documents.
+        return multiprocess.MultiProcessCollector(None, path=self._multiprocess_dir)
+
     def render(self) -> bytes:
-        """The Prometheus text exposition of this registry."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition: of every worker in multiprocess mode, else of this
+        registry."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        registry.register(self._collector())
+        return generate_latest(registry)

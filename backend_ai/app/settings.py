@@ -86,6 +86,19 @@ class Settings:
     batch_max_item_chars: int = 4000
     batch_max_parallel: int = 8
 
+    # Rate budget (``rpm`` / ``tpm`` above), shared through Redis when ``redis_url`` is set
+    #: The window ``rpm`` and ``tpm`` count in (a minute, as providers count; shorter in tests).
+    budget_window_s: float = 60.0
+    #: How long a start counts beyond the window. The upstream counts a request when it arrives
+    #: there, the budget when it admits it; between the two lie a worker thread's turn, the
+    #: connection and the upstream's own queue, which grow with the load on both hosts, not
+    #: with the window. A start counting this much longer keeps the two windows apart when
+    #: those delays differ by up to this much between requests.
+    budget_margin_s: float = 1.0
+    #: The Redis every process and host shares the budget through (may carry a password).
+    redis_url: str | None = field(default=None, repr=False)
+    redis_timeout_s: float = 0.25
+
     # Requests
     max_text_chars: int = 4000
     max_content_length: int = 64 * 1024
@@ -175,6 +188,19 @@ class Settings:
             )
         _check_int("history_max_rows", self.history_max_rows, minimum=1, allow_none=True)
         _check_seconds("send_timeout_s", self.send_timeout_s, allow_none=True)
+        _check_seconds("budget_window_s", self.budget_window_s)
+        _check_seconds("budget_margin_s", self.budget_margin_s, allow_zero=True)
+        _check_seconds("redis_timeout_s", self.redis_timeout_s)
+        if self.redis_url is not None and not (
+            isinstance(self.redis_url, str)
+            and self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            # Never echo the value: it may hold a password.
+            raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
+
+    @property
+    def rate_budget_enabled(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.redis_url is not None
 
     @property
     def history_enabled(self) -> bool:
@@ -247,6 +273,16 @@ class Settings:
             ),
             send_timeout_s=env.seconds("BACKEND_AI_SEND_TIMEOUT_S", defaults.send_timeout_s),
             access_log=env.flag("BACKEND_AI_ACCESS_LOG", defaults.access_log),
+            budget_window_s=env.number(
+                "BACKEND_AI_BUDGET_WINDOW_S", defaults.budget_window_s, float
+            ),
+            budget_margin_s=env.number(
+                "BACKEND_AI_BUDGET_MARGIN_S", defaults.budget_margin_s, float
+            ),
+            redis_url=env.text("BACKEND_AI_REDIS_URL"),
+            redis_timeout_s=env.number(
+                "BACKEND_AI_REDIS_TIMEOUT_S", defaults.redis_timeout_s, float
+            ),
         )
 
 
@@ -258,17 +294,21 @@ def _check_int(name: str, value: object, *, minimum: int, allow_none: bool = Fal
         raise ConfigError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}")
 
 
-def _check_seconds(name: str, value: object, *, allow_none: bool = False) -> None:
+def _check_seconds(
+    name: str, value: object, *, allow_none: bool = False, allow_zero: bool = False
+) -> None:
     if value is None and allow_none:
         return
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or not math.isfinite(value)
-        or value <= 0
+        or value < 0
+        or (value == 0 and not allow_zero)
     ):
+        kind = "non-negative" if allow_zero else "positive"
         extra = " or None" if allow_none else ""
-        raise ConfigError(f"{name} must be a positive number of seconds{extra}, got {value!r}")
+        raise ConfigError(f"{name} must be a {kind} number of seconds{extra}, got {value!r}")
 
 
 _OFF_WORDS = ("", "off", "none", "0", "false", "no")

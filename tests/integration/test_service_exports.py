@@ -15,6 +15,7 @@ MODULES = [
     "backend_ai.app.blueprints.meta",
     "backend_ai.app.blueprints.page",
     "backend_ai.app.blueprints.tarot",
+    "backend_ai.app.child_process",
     "backend_ai.app.extension",
     "backend_ai.app.factory",
     "backend_ai.app.gunicorn_conf",

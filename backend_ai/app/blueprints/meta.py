@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from typing import Any
 
@@ -49,8 +50,16 @@ def health() -> tuple[Response, int]:
 
 @bp.get("/stats")
 def stats() -> Response:
-    """The engine's per-section performance statistics of this process."""
-    return jsonify(get_stream_performance_stats())
+    """The engine's per-section performance statistics of the process that answered.
+
+    Per process, not summed: averages and percentiles do not add up across workers (``/metrics``
+    is the sum). The headers say which worker answered and how many are alive, so a caller
+    knows how much of the service the body describes.
+    """
+    response = jsonify(get_stream_performance_stats())
+    response.headers["X-Backend-AI-Worker"] = str(os.getpid())
+    response.headers["X-Backend-AI-Workers"] = str(get_state().metrics.live_workers())
+    return response
 
 
 @bp.get("/metrics")

@@ -63,6 +63,7 @@ __all__ = [
     "TokenEstimator",
     "parse_duration",
     "parse_rate_limit_headers",
+    "tighter_limit",
 ]
 
 #: Characters per prompt token before any usage was seen (OpenAI's rule of thumb for English).
@@ -390,7 +391,9 @@ class LocalRateBudget(RateBudget):
 
     def _limits(self) -> tuple[int | None, int | None]:
         state = self._state
-        return _smaller(self.rpm, state.learned_rpm), _smaller(self.tpm, state.learned_tpm)
+        return tighter_limit(self.rpm, state.learned_rpm), tighter_limit(
+            self.tpm, state.learned_tpm
+        )
 
     def _expire(self, now: float) -> None:
         state = self._state
@@ -524,7 +527,8 @@ class LocalRateBudget(RateBudget):
             }
 
 
-def _smaller(a: int | None, b: int | None) -> int | None:
+def tighter_limit(a: int | None, b: int | None) -> int | None:
+    """The smaller of two limits, where None means "no limit" (so the other one holds)."""
     if a is None:
         return b
     if b is None:
