@@ -215,6 +215,10 @@ def test_executor_shut_down_under_a_queued_section_still_ends_its_run(client, st
     manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
     busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
     next(c for c in busy if isinstance(c, ContentChunk))
+    # A section streaming over HTTP/2 gives its thread back once its request is sent, so the
+    # only thread is taken by a task that waits.
+    release = threading.Event()
+    one_thread.submit(release.wait, 30)
     queued = manager.stream(
         [section("queued", **SCENARIOS["streaming"])],
         options=RunOptions(heartbeat_s=0.02, deadline_s=1.0),
@@ -222,6 +226,7 @@ def test_executor_shut_down_under_a_queued_section_still_ends_its_run(client, st
     next(e for e in queued if isinstance(e, Heartbeat))  # scheduled, waiting for the thread
 
     one_thread.shutdown(wait=False)  # cancels the queued section's future
+    release.set()
     busy.close()
 
     rest: list = []
