@@ -168,13 +168,18 @@ def test_estimator_counts_messages_and_max_tokens():
 
     estimator = TokenEstimator()
     config = StreamConfig("a", "x" * 40, max_tokens=50, system_prompt="y" * 8)
-    assert estimator.estimate_config(config) == TokenEstimate(12, 50, 48)
+    assert estimator.estimate_config(config) == TokenEstimate(12, 50, 48, config.model)
     override = StreamConfig(
         "b",
         "ignored",
-        extra_body={"messages": [{"role": "user", "content": "z" * 400}], "max_tokens": 7},
+        extra_body={
+            "messages": [{"role": "user", "content": "z" * 400}],
+            "max_tokens": 7,
+            "model": "gpt-4.1-mini",
+        },
     )
-    assert estimator.estimate_config(override) == TokenEstimate(100, 7, 400)
+    # The body the upstream gets names the model, so that is the window it counts in.
+    assert estimator.estimate_config(override) == TokenEstimate(100, 7, 400, "gpt-4.1-mini")
 
 
 def test_bad_limits_are_config_errors():
