@@ -29,6 +29,12 @@ The in-process implementation, :class:`LocalRateBudget`, is a moving-window log 
 the aligned ones — ever holds more than the budget. Each entry lasts ``window_s + margin_s``:
 the margin (a fiftieth of the window, at least 0.25 s) covers the time between a start here
 and its arrival upstream.
+
+Providers limit each model of a key on its own, so a request's estimate names its model, and
+an answer's headers and 429 are taken in for the model its request named (the response hook
+reads it from the request's JSON body). :class:`PerModelRateBudget` keeps one window of any
+implementation per model, made on first use and bounded in number; a single window
+(``LocalRateBudget`` or ``RedisRateBudget`` alone) counts every model together.
 """
 
 from __future__ import annotations

@@ -376,6 +376,8 @@ class RedisRateBudget(RateBudget):
         # One hash tag: the three keys land in one slot of a Redis Cluster too.
         tag = f"{KEY_PREFIX}{{{key_part(upstream)}|{key_part(model)}}}"
         self._keys = [f"{tag}:log", f"{tag}:tokens", f"{tag}:meta"]
+        if not isinstance(link, str) and on_fallback is not None:
+            raise ConfigError("on_fallback belongs to the RedisLink when one is given")
         self._owns_link = isinstance(link, str)
         self.link = (
             RedisLink(
