@@ -6,6 +6,10 @@ resumes where it stopped. Ctrl-C (or SIGTERM) stops cleanly: what is in flight i
 upstream, every finished line stays, and the message says how to resume. With neither
 ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL`` set it runs against the embedded simulator, as
 ``backend-ai serve`` does. The progress bar is ``tqdm``'s, on stderr, shown only on a terminal.
+
+The rate budget is built as the service builds its own (``rate_budget.build_rate_budget``),
+from the same ``BACKEND_AI_*`` settings, ``--rpm`` / ``--tpm`` / ``--budget-window-s`` taking
+precedence: with ``BACKEND_AI_REDIS_URL`` set a batch and the service share one budget.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, TextIO, cast
 import httpx
 import openai
 
+from backend_ai.app.rate_budget import build_rate_budget
 from backend_ai.app.services.parallel_streaming.batch import (
     BatchDone,
     BatchMode,
@@ -31,9 +36,9 @@ from backend_ai.app.services.parallel_streaming.batch import (
     ErrorPolicy,
     ItemResult,
 )
-from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget
 from backend_ai.app.services.parallel_streaming.executor import SectionExecutor
 from backend_ai.app.services.parallel_streaming.http_pool import PoolSettings, build_http_client
+from backend_ai.app.settings import Settings
 from backend_ai.batch_io import Defaults, InputReader, Journal, count_lines
 from backend_ai.errors import BackendAIError
 
@@ -78,8 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="requests in flight (default 16)",
     )
-    parser.add_argument("--rpm", type=_positive_int, metavar="N", help="requests per minute budget")
-    parser.add_argument("--tpm", type=_positive_int, metavar="N", help="tokens per minute budget")
+    parser.add_argument(
+        "--rpm", type=_positive_int, metavar="N", help="requests/min per model (BACKEND_AI_RPM)"
+    )
+    parser.add_argument(
+        "--tpm", type=_positive_int, metavar="N", help="tokens/min per model (BACKEND_AI_TPM)"
+    )
     parser.add_argument(
         "--mode",
         choices=[m.value for m in BatchMode],
@@ -111,9 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget-window-s",
         type=_positive_float,
-        default=60.0,
         metavar="S",
-        help="length of the --rpm/--tpm window (default 60; shorter for tests)",
+        help="length of the --rpm/--tpm window (default BACKEND_AI_BUDGET_WINDOW_S or 60)",
     )
     parser.add_argument(
         "--progress",
@@ -214,6 +222,22 @@ def _client(
     return client, http_client
 
 
+def _budget_settings(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """The service's budget settings from the environment (``BACKEND_AI_RPM``, ``_TPM``,
+    ``_BUDGET_WINDOW_S``, ``_REDIS_URL``, ...), with ``--rpm``, ``--tpm`` and
+    ``--budget-window-s`` in place of theirs when given."""
+    overrides = {
+        name: value
+        for name, value in (
+            ("rpm", args.rpm),
+            ("tpm", args.tpm),
+            ("budget_window_s", args.budget_window_s),
+        )
+        if value is not None
+    }
+    return Settings.from_env(environ).with_overrides(overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.input):
         _say(f"error: no such input file: {args.input}")
@@ -246,15 +270,15 @@ def run(args: argparse.Namespace) -> int:
                 on_error=args.on_error,
                 max_retries=args.max_retries,
             )
-            budget = None
-            if args.rpm or args.tpm:
-                budget = LocalRateBudget(args.rpm, args.tpm, window_s=args.budget_window_s)
+            settings = _budget_settings(args, dict(os.environ))
             client, http_client = _client(dict(os.environ), stack)
         except (BackendAIError, ValueError) as exc:
             _say(f"error: {exc}")
             return 2
+        # Built as the service builds its own: with BACKEND_AI_REDIS_URL the two share one.
+        budget = build_rate_budget(settings, None, http_client, upstream=str(client.base_url))
         if budget is not None:
-            http_client.event_hooks["response"].append(budget.response_hook())
+            stack.callback(budget.close)
         executor = SectionExecutor(max(args.concurrency, 1))
         stack.callback(executor.shutdown, wait=False)
         runner = BatchRunner(client, options=options, executor=executor, budget=budget)

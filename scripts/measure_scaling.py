@@ -3,7 +3,8 @@
 shared through Redis, and without it, in one run (the A/B of docs/SCALING.md).
 
 One simulator enforces a budget of ``--rpm`` requests per ``--window-s`` for the API key every
-instance uses, counted over a moving window by arrival, as the provider does. ``--instances``
+instance uses (every section asks for one model, whose window that is on the service's side),
+counted over a moving window by arrival, as the provider does. ``--instances``
 servers (each ``--workers`` gunicorn workers, each on its own port) are loaded by ``--clients``
 threads that post dream readings (three sections each) round-robin over the instances, each on
 a new connection so the runs spread over every worker, for ``--windows`` windows. Phases:
@@ -53,11 +54,12 @@ from backend_ai.app.child_process import die_with_parent
 from backend_ai.app.redis_process import RedisProcess
 from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, TokenEstimate
 from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
-from backend_ai.app.settings import Settings
+from backend_ai.app.settings import PRESET_NAMES, Settings
 from backend_ai.simulator import SimulatorProcess
 
 API_KEY = "sk-scaling-run"
 DREAM = "/dream/interpret-stream"
+MODEL = "gpt-4o-mini"
 #: A short completion: the run is about how many requests start, not how long they stream.
 SECTION_SIM = {"ttft_ms": 30, "itl_ms": 5, "tokens": 8, "jitter": 0}
 
@@ -207,6 +209,9 @@ def run_phase(
         BACKEND_AI_RPM=str(args.rpm),
         BACKEND_AI_BUDGET_WINDOW_S=str(args.window_s),
         BACKEND_AI_BUDGET_MARGIN_S=str(args.margin_s),
+        # The service budgets each model on its own, as the provider limits them, while the
+        # simulator's window is per API key: one model for every section makes the two agree.
+        **{f"BACKEND_AI_MODEL_{preset.upper()}": MODEL for preset in PRESET_NAMES},
     )
     if redis_server is not None:
         env["BACKEND_AI_REDIS_URL"] = redis_server.url

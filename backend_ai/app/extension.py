@@ -33,8 +33,7 @@ from backend_ai.app.services.parallel_streaming import (
     SectionExecutor,
 )
 from backend_ai.app.services.parallel_streaming.batch import BatchOptions, BatchRunner
-from backend_ai.app.services.parallel_streaming.budget import RateBudget
-from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
+from backend_ai.app.services.parallel_streaming.budget import PerModelRateBudget
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 
@@ -65,7 +64,7 @@ class ServiceState:
     #: Batch runs (``POST /batch/stream``), on the same client, executor and rate budget.
     batch: BatchRunner | None = None
     #: The process's rate budget (``BACKEND_AI_RPM`` / ``BACKEND_AI_TPM``), None when unset.
-    budget: RateBudget | None = None
+    budget: PerModelRateBudget | None = None
     #: Set when the server begins a graceful shutdown: open streams end with a final event.
     draining: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
@@ -116,8 +115,8 @@ class ServiceState:
                     self.history.close()
             finally:
                 self.http_pool.close()
-                if isinstance(self.budget, RedisRateBudget):
-                    self.budget.close()  # its Redis connections
+                if self.budget is not None:
+                    self.budget.close()  # its Redis connections, if any
         _live_states.discard(self)
 
 

@@ -295,3 +295,43 @@ def test_rpm_keeps_the_command_within_the_upstream_budget(tmp_path, simulator, w
         assert 429 not in statuses
     else:
         assert 429 in statuses
+
+
+def test_with_a_redis_url_the_command_waits_on_the_budget_the_service_shares(
+    tmp_path, simulator, redis_server
+):
+    from backend_ai.app.services.parallel_streaming.budget import Permit, TokenEstimate
+    from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
+
+    window_s = 5.0
+    input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_input(input_path, 2)  # both lines ask for gpt-4o-mini
+    # Another process (a service worker) has spent gpt-4o-mini's three starts of the window.
+    other = RedisRateBudget(
+        redis_server.url,
+        upstream=simulator.base_url + "/",
+        model="gpt-4o-mini",
+        rpm=3,
+        window_s=window_s,
+    )
+    try:
+        for _ in range(3):
+            assert isinstance(other.try_acquire(TokenEstimate(1, 1, 4, "gpt-4o-mini")), Permit)
+        env = env_for(simulator)
+        env["BACKEND_AI_REDIS_URL"] = redis_server.url
+        done = subprocess.run(
+            command(simulator, input_path, output, "--rpm", "3", "--budget-window-s", "5"),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        check_complete(output, ids)
+        shared = other.snapshot()
+    finally:
+        other.close()
+    assert shared["store"] == "redis"
+    assert shared["admitted"] == 3 + 2  # the command's starts were counted in the same window
+    assert shared["waits"] >= 1  # and it was made to wait for the other process's ones to leave

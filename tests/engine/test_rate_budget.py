@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import openai
+import pytest
 
 from backend_ai.app.services.parallel_streaming import (
     ErrorCode,
@@ -20,7 +21,11 @@ from backend_ai.app.services.parallel_streaming import (
     SectionError,
     build_http_client,
 )
-from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget
+from backend_ai.app.services.parallel_streaming.budget import (
+    LocalRateBudget,
+    PerModelRateBudget,
+    TokenEstimator,
+)
 
 from .conftest import H2
 from .helpers import API_KEY, section
@@ -133,3 +138,62 @@ def test_closing_a_run_that_waits_on_the_budget_returns_at_once(
     run.close()
     assert time.monotonic() - started < 1
     assert completion_records(simulator) == []
+
+
+def per_model(**limits: Any) -> PerModelRateBudget:
+    def window(model: str, estimator: TokenEstimator) -> LocalRateBudget:
+        return LocalRateBudget(**limits, estimator=estimator)
+
+    return PerModelRateBudget(window)
+
+
+def test_two_models_in_one_run_each_get_their_own_window(make_client, executor, stats, simulator):
+    budget = per_model(rpm=2, window_s=60)
+    manager = ParallelStreamManager(
+        make_client(),
+        executor=executor,
+        stats=stats,
+        budget=budget,
+        options=RunOptions(deadline_s=1.0),
+    )
+    configs = [
+        section("a1", tokens=3),
+        section("a2", tokens=3),
+        section("b1", tokens=3, model="gpt-4o-mini"),
+        section("b2", tokens=3, model="gpt-4o-mini"),
+        section("a3", tokens=3),
+    ]
+    ends = {
+        e.section: e for e in manager.stream(configs) if isinstance(e, SectionDone | SectionError)
+    }
+    # gpt-4o's two starts are spent on a1 and a2; gpt-4o-mini's window still has room for both.
+    assert {name for name, e in ends.items() if isinstance(e, SectionDone)} == {
+        "a1",
+        "a2",
+        "b1",
+        "b2",
+    }
+    assert ends["a3"].code == ErrorCode.TIMEOUT
+    models = sorted(r["model"] for r in completion_records(simulator))
+    assert models == ["gpt-4o", "gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]
+
+
+def test_a_429_for_one_model_cools_that_model_down_and_not_another(executor, simulator):
+    simulator.configure(budget={"rpm_per_key": 1, "window_s": 60})
+    budget = per_model(window_s=60)  # no limits of ours: only what the upstream says
+    http_client = build_http_client(H2)
+    http_client.event_hooks["response"].append(budget.response_hook(cap_s=60))
+    client = openai.OpenAI(
+        api_key=API_KEY, base_url=simulator.base_url, http_client=http_client, max_retries=0
+    )
+    messages = [{"role": "user", "content": "hello"}]
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError):  # the key's one request per window is spent
+            client.chat.completions.create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
+    finally:
+        client.close()
+        http_client.close()
+    assert budget.for_model("gpt-4o").snapshot()["cooling_down_s"] > 0
+    assert budget.for_model("gpt-4o-mini").snapshot()["cooling_down_s"] == 0
+    assert budget.for_model("gpt-4o-mini").snapshot()["rpm"] == 1  # its own answer's headers

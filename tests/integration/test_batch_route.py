@@ -95,8 +95,10 @@ def test_rpm_and_tpm_settings_give_the_service_one_budget(make_app: MakeApp) -> 
     app = make_app(rpm=60, tpm=90_000)
     state = get_state(app)
     assert state.budget is not None
-    assert state.budget.snapshot()["rpm"] == 60
-    assert state.budget.snapshot()["tpm"] == 90_000
+    # The limits apply to each model's window on its own.
+    for model in ("gpt-4o", "gpt-4o-mini"):
+        assert state.budget.for_model(model).snapshot()["rpm"] == 60
+        assert state.budget.for_model(model).snapshot()["tpm"] == 90_000
     assert get_state(make_app()).budget is None
     settings = Settings.from_env({"BACKEND_AI_RPM": "500", "BACKEND_AI_TPM": "30000"})
     assert (settings.rpm, settings.tpm) == (500, 30_000)

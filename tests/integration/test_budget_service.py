@@ -63,8 +63,11 @@ def test_no_budget_settings_no_budget_and_limits_alone_a_local_one() -> None:
     with httpx.Client() as http:
         assert build_rate_budget(Settings(), metrics, http, upstream="u") is None
         assert not http.event_hooks["response"]
-        local = build_rate_budget(Settings(rpm=5), metrics, http, upstream="u")
+        budget = build_rate_budget(Settings(rpm=5), metrics, http, upstream="u")
+        assert budget is not None
+        local = budget.for_model("gpt-4o")  # one window per model
         assert isinstance(local, LocalRateBudget)
+        assert local is not budget.for_model("gpt-4o-mini")
         assert local.margin_s == Settings().budget_margin_s  # the setting, not a rule of its own
         assert len(http.event_hooks["response"]) == 1  # it hears every upstream answer
 
@@ -100,14 +103,18 @@ def test_with_redis_the_apps_starts_are_counted_where_every_process_sees_them(
 ) -> None:
     client = _sim_app(make_app, simulator, rpm=100, redis_url=redis_server.url)
     _run(client)
-    # Another process's view of the same upstream: the three sections are in the shared window.
-    other = RedisRateBudget(redis_server.url, upstream=simulator.base_url + "/", rpm=100)
-    try:
-        snapshot = other.snapshot()
-    finally:
-        other.close()
-    assert snapshot["store"] == "redis"
-    assert snapshot["requests_in_window"] == 3
+    # Another process's view of the same upstream: each section is in its model's shared
+    # window (the dream page asks gpt-4o for one section and gpt-4o-mini for two).
+    in_window = {}
+    for model in ("gpt-4o", "gpt-4o-mini", "*"):
+        other = RedisRateBudget(redis_server.url, upstream=simulator.base_url + "/", model=model)
+        try:
+            snapshot = other.snapshot()
+        finally:
+            other.close()
+        assert snapshot["store"] == "redis"
+        in_window[model] = snapshot["requests_in_window"]
+    assert in_window == {"gpt-4o": 1, "gpt-4o-mini": 2, "*": 0}
     assert _metric(client, "backend_ai_budget_redis_fallbacks_total") == 0
 
 

@@ -19,10 +19,17 @@ import redis
 from backend_ai.app.redis_process import RedisProcess
 from backend_ai.app.services.parallel_streaming.budget import (
     Permit,
+    PerModelRateBudget,
     TokenEstimate,
+    TokenEstimator,
 )
 from backend_ai.app.services.parallel_streaming.events import TokenUsage
-from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
+from backend_ai.app.services.parallel_streaming.redis_budget import (
+    KEY_PREFIX,
+    RedisLink,
+    RedisRateBudget,
+    key_part,
+)
 
 UPSTREAM = "http://upstream.test/v1"
 
@@ -180,3 +187,49 @@ def test_a_frozen_redis_costs_a_short_timeout_not_the_freeze(
     # A timed-out call (or a few probes), then the local budget: a fraction of the freeze.
     assert elapsed < freeze_s / 2, elapsed
     assert budget.fallbacks == 1
+
+
+def test_keys_name_the_model_and_stay_bounded_for_any_model_name(
+    make_budget: Any, redis_server: RedisProcess
+) -> None:
+    odd = "ft:{gpt-4o}|" + "x" * 2000  # braces would split the hash tag; long would bloat keys
+    for model in ("gpt-4o", "gpt-4o-mini", odd, odd + "y"):
+        assert admitted(make_budget(rpm=1, model=model), 2) == 1  # a window of its own each
+    with redis.Redis.from_url(redis_server.url) as client:
+        keys = sorted(k.decode() for k in client.keys(KEY_PREFIX + "*"))
+    assert len(keys) == 4 * 3  # log, tokens and meta per model
+    assert f"{KEY_PREFIX}{{{UPSTREAM}|gpt-4o}}:log" in keys
+    assert f"{KEY_PREFIX}{{{UPSTREAM}|gpt-4o-mini}}:log" in keys
+    assert max(len(k) for k in keys) < 200
+    assert all(k.count("{") == 1 and k.count("}") == 1 for k in keys)
+    assert key_part(odd) != key_part(odd + "y")
+
+
+def test_per_model_windows_on_one_link_cool_down_apart_and_fall_back_together(
+    redis_server: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[bool] = []
+    link = RedisLink(redis_server.url, on_fallback=events.append)
+
+    def window(model: str, estimator: TokenEstimator) -> RedisRateBudget:
+        return RedisRateBudget(link, upstream=UPSTREAM, model=model, rpm=100, estimator=estimator)
+
+    budget = PerModelRateBudget(window, on_close=link.close)
+    other_process = RedisRateBudget(redis_server.url, upstream=UPSTREAM, model="gpt-4o")
+    try:
+        mini = TokenEstimate(1, 1, 4, "gpt-4o-mini")
+        assert isinstance(budget.try_acquire(mini), Permit)
+        budget.cool_down(30, model="gpt-4o")
+        assert isinstance(budget.try_acquire(TokenEstimate(1, 1, 4, "gpt-4o")), float)
+        assert isinstance(budget.try_acquire(mini), Permit)
+        # Shared: another process's gpt-4o window sees the cool-down in Redis.
+        assert other_process.snapshot()["cooling_down_s"] > 25
+        redis_server.kill()
+        with caplog.at_level(logging.WARNING, logger="backend_ai"):
+            assert isinstance(budget.try_acquire(mini), Permit)  # the local fallback answers
+            budget.for_model("gpt-4o").snapshot()
+        assert events == [True]  # one link: the outage is noticed and said once
+        assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
+    finally:
+        other_process.close()
+        budget.close()

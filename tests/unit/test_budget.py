@@ -5,14 +5,17 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import pytest
 
 from backend_ai.app.services.parallel_streaming.budget import (
+    ANY_MODEL,
     BudgetCancelled,
     BudgetTimeout,
     LocalRateBudget,
     ObservedLimits,
     Permit,
+    PerModelRateBudget,
     TokenEstimate,
     TokenEstimator,
     parse_duration,
@@ -168,13 +171,18 @@ def test_estimator_counts_messages_and_max_tokens():
 
     estimator = TokenEstimator()
     config = StreamConfig("a", "x" * 40, max_tokens=50, system_prompt="y" * 8)
-    assert estimator.estimate_config(config) == TokenEstimate(12, 50, 48)
+    assert estimator.estimate_config(config) == TokenEstimate(12, 50, 48, config.model)
     override = StreamConfig(
         "b",
         "ignored",
-        extra_body={"messages": [{"role": "user", "content": "z" * 400}], "max_tokens": 7},
+        extra_body={
+            "messages": [{"role": "user", "content": "z" * 400}],
+            "max_tokens": 7,
+            "model": "gpt-4.1-mini",
+        },
     )
-    assert estimator.estimate_config(override) == TokenEstimate(100, 7, 400)
+    # The body the upstream gets names the model, so that is the window it counts in.
+    assert estimator.estimate_config(override) == TokenEstimate(100, 7, 400, "gpt-4.1-mini")
 
 
 def test_bad_limits_are_config_errors():
@@ -182,3 +190,64 @@ def test_bad_limits_are_config_errors():
         LocalRateBudget(rpm=0)
     with pytest.raises(ConfigError):
         LocalRateBudget(window_s=0)
+
+
+def per_model(rpm: int | None = 1, **kwargs: object) -> tuple[PerModelRateBudget, Clock]:
+    clock = Clock()
+
+    def window(model: str, estimator: TokenEstimator) -> LocalRateBudget:
+        return LocalRateBudget(rpm, window_s=60, estimator=estimator, clock=clock)
+
+    return PerModelRateBudget(window, **kwargs), clock  # type: ignore[arg-type]
+
+
+def for_model(model: str) -> TokenEstimate:
+    return TokenEstimate(0, 10, 0, model)
+
+
+def test_each_model_has_a_window_of_its_own_with_the_configured_limit():
+    budget, _ = per_model(rpm=1)
+    assert isinstance(budget.try_acquire(for_model("gpt-4o")), Permit)
+    assert isinstance(budget.try_acquire(for_model("gpt-4o")), float)  # its one start is spent
+    assert isinstance(budget.try_acquire(for_model("gpt-4o-mini")), Permit)
+    assert set(budget.snapshot()["models"]) == {"gpt-4o", "gpt-4o-mini"}
+    assert budget.for_model("gpt-4o").estimator is budget.estimator  # one learned ratio
+
+
+def test_a_cool_down_holds_for_its_model_only_and_an_unknown_model_cools_all():
+    budget, _ = per_model(rpm=None)
+    budget.try_acquire(for_model("b"))  # b's window exists before the 429
+    budget.cool_down(30, model="a")
+    assert isinstance(budget.try_acquire(for_model("a")), float)
+    assert isinstance(budget.try_acquire(for_model("b")), Permit)
+    budget.cool_down(30, model=None)
+    assert isinstance(budget.try_acquire(for_model("b")), float)
+
+
+def test_headers_and_429s_count_for_the_model_the_request_named():
+    budget, _ = per_model(rpm=None)
+    hook = budget.response_hook(cap_s=60)
+    budget.try_acquire(for_model("b"))
+
+    def answer(model: str, status: int, headers: dict[str, str]) -> httpx.Response:
+        request = httpx.Request("POST", "http://u.test/v1/chat/completions", json={"model": model})
+        return httpx.Response(status, headers=headers, request=request)
+
+    hook(answer("a", 200, {"x-ratelimit-limit-requests": "7"}))
+    hook(answer("a", 429, {"retry-after": "20"}))
+    a, b = budget.for_model("a").snapshot(), budget.for_model("b").snapshot()
+    assert a["rpm"] == 7
+    assert a["cooling_down_s"] > 19
+    assert b["rpm"] is None
+    assert b["cooling_down_s"] == 0
+
+
+def test_the_number_of_windows_is_bounded_the_rest_share_one():
+    budget, _ = per_model(rpm=1, max_models=2)
+    assert isinstance(budget.try_acquire(for_model("a")), Permit)
+    assert isinstance(budget.try_acquire(for_model("b")), Permit)
+    assert isinstance(budget.try_acquire(for_model("c")), Permit)  # the shared window's first
+    assert isinstance(budget.try_acquire(for_model("d")), float)  # shares c's window
+    assert set(budget.snapshot()["models"]) == {"a", "b", ANY_MODEL}
+    with pytest.raises(ConfigError):
+        per_model(max_models=0)

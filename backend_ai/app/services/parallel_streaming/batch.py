@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import openai
 
-from backend_ai.app.services.parallel_streaming.budget import Permit, RateBudget
+from backend_ai.app.services.parallel_streaming.budget import Permit, RateBudget, config_model
 from backend_ai.app.services.parallel_streaming.channel import RunChannel
 from backend_ai.app.services.parallel_streaming.config import RunOptions, StreamConfig
 from backend_ai.app.services.parallel_streaming.events import (
@@ -582,7 +582,7 @@ class _BatchRun:
         self.limit = max(1, self.limit // 2)
         self.limit_credit = 0
         if self.budget is not None:
-            self.budget.cool_down(end.wait_s)
+            self.budget.cool_down(end.wait_s, model=config_model(item.config))
         if item.rate_limited <= self.options.max_rate_limit_retries and not self.stopping:
             self.resume_at = max(self.resume_at, now + end.wait_s)
             item.attempts -= 1  # a refused request is not an attempt of the item's own

@@ -29,10 +29,17 @@ The in-process implementation, :class:`LocalRateBudget`, is a moving-window log 
 the aligned ones — ever holds more than the budget. Each entry lasts ``window_s + margin_s``:
 the margin (a fiftieth of the window, at least 0.25 s) covers the time between a start here
 and its arrival upstream.
+
+Providers limit each model of a key on its own, so a request's estimate names its model, and
+an answer's headers and 429 are taken in for the model its request named (the response hook
+reads it from the request's JSON body). :class:`PerModelRateBudget` keeps one window of any
+implementation per model, made on first use and bounded in number; a single window
+(``LocalRateBudget`` or ``RedisRateBudget`` alone) counts every model together.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
@@ -53,19 +60,25 @@ if TYPE_CHECKING:
     from backend_ai.app.services.parallel_streaming.events import TokenUsage
 
 __all__ = [
+    "ANY_MODEL",
     "BudgetCancelled",
     "BudgetTimeout",
     "LocalRateBudget",
     "ObservedLimits",
+    "PerModelRateBudget",
     "Permit",
     "RateBudget",
     "TokenEstimate",
     "TokenEstimator",
+    "config_model",
     "parse_duration",
     "parse_rate_limit_headers",
+    "request_model",
     "tighter_limit",
 ]
 
+#: The model of a request that names none; also the window shared by models past the bound.
+ANY_MODEL = "*"
 #: Characters per prompt token before any usage was seen (OpenAI's rule of thumb for English).
 DEFAULT_CHARS_PER_TOKEN = 4.0
 #: Longest single sleep of ``acquire``: the budget can change under a waiter (a settle frees
@@ -90,6 +103,8 @@ class TokenEstimate:
     completion_tokens: int
     #: The prompt's size in characters, kept to learn characters per token from ``usage``.
     prompt_chars: int = 0
+    #: The model the request names: providers limit each model on its own.
+    model: str = ANY_MODEL
 
     @property
     def total(self) -> int:
@@ -197,19 +212,20 @@ class TokenEstimator:
         self._chars = 0.0
         self._tokens = 0.0
 
-    def estimate(self, prompt_chars: int, max_tokens: int) -> TokenEstimate:
+    def estimate(self, prompt_chars: int, max_tokens: int, model: str = ANY_MODEL) -> TokenEstimate:
         prompt_tokens = math.ceil(prompt_chars / self.chars_per_token) if prompt_chars else 0
-        return TokenEstimate(prompt_tokens, max(0, max_tokens), prompt_chars)
+        return TokenEstimate(prompt_tokens, max(0, max_tokens), prompt_chars, model)
 
     def estimate_config(self, config: StreamConfig) -> TokenEstimate:
-        """The estimate for one section: its messages' text plus its ``max_tokens``."""
+        """The estimate for one section: its messages' text plus its ``max_tokens``, counted
+        against the model the request names."""
         body = dict(config.extra_body or {})
         messages = body.get("messages")
         chars = _messages_chars(messages if isinstance(messages, list) else config.messages())
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens", config.max_tokens))
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool):
             max_tokens = config.max_tokens
-        return self.estimate(chars, max_tokens)
+        return self.estimate(chars, max_tokens, config_model(config))
 
     def learn(self, prompt_chars: int, prompt_tokens: int) -> None:
         if prompt_chars <= 0 or prompt_tokens <= 0:
@@ -217,6 +233,12 @@ class TokenEstimator:
         self._chars = 0.9 * self._chars + prompt_chars
         self._tokens = 0.9 * self._tokens + prompt_tokens
         self.chars_per_token = self._chars / self._tokens
+
+
+def config_model(config: StreamConfig) -> str:
+    """The model a section's request names: its ``extra_body`` may name another one."""
+    model = (config.extra_body or {}).get("model")
+    return model if isinstance(model, str) and model else config.model
 
 
 def _messages_chars(messages: list[Any]) -> int:
@@ -250,12 +272,14 @@ class RateBudget(ABC):
         """Replace what an admitted start counts against tokens/min (the estimate was off)."""
 
     @abstractmethod
-    def observe(self, limits: ObservedLimits) -> None:
-        """Take in what an upstream answer said about the key's limits and what is left."""
+    def observe(self, limits: ObservedLimits, *, model: str | None = None) -> None:
+        """Take in what an upstream answer for ``model`` said about the key's limits and what
+        is left (``model`` None: an answer whose model is unknown)."""
 
     @abstractmethod
-    def cool_down(self, seconds: float) -> None:
-        """The upstream answered 429: nobody holding this budget starts for ``seconds``."""
+    def cool_down(self, seconds: float, *, model: str | None = None) -> None:
+        """The upstream answered 429 for ``model``: nobody holding this budget starts a
+        request for it for ``seconds`` (``model`` None: for any model)."""
 
     @abstractmethod
     def snapshot(self) -> dict[str, Any]:
@@ -302,22 +326,126 @@ class RateBudget(ABC):
         if actual != permit.tokens:
             self.adjust(permit, actual)
 
-    def observe_response(self, status: int, headers: Mapping[str, str], *, cap_s: float) -> None:
-        """Take in one upstream response: its limit headers, and a 429's cool-down."""
+    def close(self) -> None:  # noqa: B027 - most budgets hold nothing to close
+        """Release what the budget holds (connections); the default holds nothing."""
+
+    def observe_response(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        *,
+        cap_s: float,
+        model: str | None = None,
+    ) -> None:
+        """Take in one upstream response to a request for ``model``: its limit headers, and a
+        429's cool-down."""
         limits = parse_rate_limit_headers(headers)
         if not limits.empty:
-            self.observe(limits)
+            self.observe(limits, model=model)
         if status == 429:
-            self.cool_down(retry_wait_s(headers, cap_s=cap_s))
+            self.cool_down(retry_wait_s(headers, cap_s=cap_s), model=model)
 
     def response_hook(self, *, cap_s: float = 60.0) -> Callable[[httpx.Response], None]:
         """An httpx ``response`` event hook that feeds every answer of a client to this budget:
-        ``http_client.event_hooks["response"].append(budget.response_hook())``."""
+        ``http_client.event_hooks["response"].append(budget.response_hook())``. The model an
+        answer counts for is the one its request's JSON body names."""
 
         def hook(response: httpx.Response) -> None:
-            self.observe_response(response.status_code, response.headers, cap_s=cap_s)
+            status, headers = response.status_code, response.headers
+            if status != 429 and not any(k.startswith("x-ratelimit-") for k in headers):
+                return  # nothing to learn: skip reading the request body
+            model = request_model(response.request)
+            self.observe_response(status, headers, cap_s=cap_s, model=model)
 
         return hook
+
+
+def request_model(request: httpx.Request) -> str | None:
+    """The ``model`` a request's JSON body names, or None (no body, not JSON, streamed)."""
+    try:
+        body = json.loads(request.content)
+    except Exception:  # httpx.RequestNotRead for a streamed body, or not JSON
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
+class PerModelRateBudget(RateBudget):
+    """One budget per model, as providers limit each model of a key on its own.
+
+    Each model's window is made by ``factory(model, estimator)`` on its first use and kept;
+    all of them share this budget's token estimator. The number of windows is bounded by
+    ``max_models``: models past the bound share one more window (``ANY_MODEL``), which can
+    only make them wait longer, never send more. An answer whose model is unknown (``model``
+    None) counts for every window: a 429 of unknown origin cools every model down.
+    ``on_close`` releases what the windows share (a Redis connection).
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[str, TokenEstimator], RateBudget],
+        *,
+        max_models: int = 32,
+        estimator: TokenEstimator | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(estimator)
+        if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
+            raise ConfigError(f"max_models must be a positive integer, got {max_models!r}")
+        self._factory = factory
+        self._max_models = max_models
+        self._lock = threading.Lock()
+        self._budgets: dict[str, RateBudget] = {}
+        self._on_close = on_close
+
+    def for_model(self, model: str) -> RateBudget:
+        """The window of ``model``, made on first use (the shared one past the bound)."""
+        budget = self._budgets.get(model)
+        if budget is not None:
+            return budget
+        with self._lock:
+            budget = self._budgets.get(model)
+            if budget is None:
+                if len(self._budgets) >= self._max_models:
+                    model = ANY_MODEL
+                    budget = self._budgets.get(model)
+                if budget is None:
+                    budget = self._factory(model, self.estimator)
+                    self._budgets[model] = budget
+            return budget
+
+    def _targets(self, model: str | None) -> list[RateBudget]:
+        if model is not None:
+            return [self.for_model(model)]
+        with self._lock:
+            return list(self._budgets.values())
+
+    def try_acquire(self, estimate: TokenEstimate) -> Permit | float:
+        return self.for_model(estimate.model).try_acquire(estimate)
+
+    def adjust(self, permit: Permit, tokens: int) -> None:
+        self.for_model(permit.estimate.model).adjust(permit, tokens)
+
+    def observe(self, limits: ObservedLimits, *, model: str | None = None) -> None:
+        for budget in self._targets(model):
+            budget.observe(limits, model=model)
+
+    def cool_down(self, seconds: float, *, model: str | None = None) -> None:
+        for budget in self._targets(model):
+            budget.cool_down(seconds, model=model)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            budgets = dict(self._budgets)
+        return {"models": {model: budget.snapshot() for model, budget in budgets.items()}}
+
+    def close(self) -> None:
+        with self._lock:
+            budgets = list(self._budgets.values())
+        for budget in budgets:
+            budget.close()
+        if self._on_close is not None:
+            self._on_close()  # what the windows share, e.g. their Redis connection
 
 
 @dataclass(slots=True)
@@ -470,7 +598,8 @@ class LocalRateBudget(RateBudget):
             state.used_tokens += tokens - entry.tokens
             entry.tokens = tokens
 
-    def observe(self, limits: ObservedLimits) -> None:
+    def observe(self, limits: ObservedLimits, *, model: str | None = None) -> None:
+        # One window for whichever model (``PerModelRateBudget`` keeps one per model).
         with self._lock:
             now = self._clock()
             state = self._state
@@ -501,7 +630,7 @@ class LocalRateBudget(RateBudget):
                 else:
                     remote.tokens = None
 
-    def cool_down(self, seconds: float) -> None:
+    def cool_down(self, seconds: float, *, model: str | None = None) -> None:
         if not (math.isfinite(seconds) and seconds > 0):
             seconds = DEFAULT_RETRY_WAIT_S
         with self._lock:

@@ -39,7 +39,7 @@ from typing import Any
 
 import openai
 
-from backend_ai.app.services.parallel_streaming.budget import Permit, RateBudget
+from backend_ai.app.services.parallel_streaming.budget import Permit, RateBudget, config_model
 from backend_ai.app.services.parallel_streaming.channel import RunChannel
 from backend_ai.app.services.parallel_streaming.config import (
     Mode,
@@ -497,7 +497,9 @@ class _Run:
             self.running.pop(item.section, None)
             self._settle(item.section, item)
             if self.budget is not None:
-                self.budget.cool_down(item.wait_s)
+                self.budget.cool_down(
+                    item.wait_s, model=config_model(self.states[item.section].config)
+                )
             event = self._on_rate_limited(item, now)
             if isinstance(event, SectionError):
                 self._record(event, started)

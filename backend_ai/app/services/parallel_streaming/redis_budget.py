@@ -29,9 +29,11 @@ upstream's headers and the 429 fallback of the engine are the safety net for tha
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -43,6 +45,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from backend_ai.app.services.parallel_streaming.budget import (
+    ANY_MODEL,
     LocalRateBudget,
     ObservedLimits,
     Permit,
@@ -54,7 +57,7 @@ from backend_ai.app.services.parallel_streaming.budget import (
 from backend_ai.app.services.parallel_streaming.rate_limit import DEFAULT_RETRY_WAIT_S
 from backend_ai.errors import ConfigError
 
-__all__ = ["DEFAULT_REDIS_TIMEOUT_S", "KEY_PREFIX", "RedisRateBudget"]
+__all__ = ["DEFAULT_REDIS_TIMEOUT_S", "KEY_PREFIX", "RedisLink", "RedisRateBudget", "key_part"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,9 +240,10 @@ class _Down(Exception):
     """Redis is unavailable for this call: the caller uses the local budget."""
 
 
-class RedisRateBudget(RateBudget):
-    """The budget of every process whose ``RedisRateBudget`` names the same Redis, upstream and
-    model; falls back to a ``LocalRateBudget`` of this process while Redis is unavailable.
+class RedisLink:
+    """One process's connection to the budget's Redis, shared by the windows of every model:
+    the scripts, and whether Redis is reachable. An outage is therefore noticed, logged,
+    counted and backed off from once, however many models are being budgeted.
 
     ``on_fallback(True)`` is called when this process starts budgeting on its own and
     ``on_fallback(False)`` when Redis answers again (once each per outage), for a metric.
@@ -249,33 +253,13 @@ class RedisRateBudget(RateBudget):
         self,
         url: str,
         *,
-        upstream: str,
-        model: str = "*",
-        rpm: int | None = None,
-        tpm: int | None = None,
-        window_s: float = 60.0,
-        margin_s: float | None = None,
         socket_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S,
-        estimator: TokenEstimator | None = None,
         on_fallback: Callable[[bool], None] | None = None,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
     ) -> None:
-        super().__init__(estimator)
         if not (math.isfinite(socket_timeout_s) and socket_timeout_s > 0):
             raise ConfigError(f"socket_timeout_s must be positive, got {socket_timeout_s!r}")
-        # Validates rpm/tpm/window the same way, and is the budget while Redis is away.
-        self.fallback = LocalRateBudget(
-            rpm, tpm, window_s=window_s, margin_s=margin_s, estimator=self.estimator
-        )
-        self.rpm, self.tpm = rpm, tpm
-        self.window_s = self.fallback.window_s
-        self.margin_s = self.fallback.margin_s
-        self._life_ms = math.ceil((self.window_s + self.margin_s) * 1000)
-        self.upstream, self.model = upstream, model
-        # One hash tag: the three keys land in one slot of a Redis Cluster too.
-        tag = f"{KEY_PREFIX}{{{upstream}|{model}}}"
-        self._keys = [f"{tag}:log", f"{tag}:tokens", f"{tag}:meta"]
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout_s,
@@ -283,30 +267,24 @@ class RedisRateBudget(RateBudget):
             retry=Retry(ExponentialWithJitterBackoff(), 0),  # no retries: we fall back
             health_check_interval=0,
         )
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._adjust = self._client.register_script(_ADJUST)
-        self._observe = self._client.register_script(_OBSERVE)
-        self._cool_down = self._client.register_script(_COOL_DOWN)
-        self._snapshot = self._client.register_script(_SNAPSHOT)
+        self.acquire = self._client.register_script(_ACQUIRE)
+        self.adjust = self._client.register_script(_ADJUST)
+        self.observe = self._client.register_script(_OBSERVE)
+        self.cool_down = self._client.register_script(_COOL_DOWN)
+        self.snapshot = self._client.register_script(_SNAPSHOT)
         self._on_fallback = on_fallback
         self._backoff = ExponentialWithJitterBackoff(base=backoff_base_s, cap=backoff_cap_s)
-        self._instance = uuid.uuid4().hex[:12]
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        #: Our permit id -> the Redis member, or the fallback's own permit.
-        self._issued: dict[int, str | Permit] = {}
         self._down = False
         self._failures = 0
         self._retry_at = 0.0
         self.fallbacks = 0
 
-    # -- Redis, or the local budget -------------------------------------------------------------
-
     @property
-    def using_redis(self) -> bool:
+    def up(self) -> bool:
         return not self._down
 
-    def _call(self, script: Any, args: Sequence[str | int | float]) -> Any:
+    def call(self, script: Any, keys: list[str], args: Sequence[str | int | float]) -> Any:
         """Run one script; ``_Down`` while Redis is unavailable or backing off."""
         with self._lock:
             if self._down:
@@ -316,7 +294,7 @@ class RedisRateBudget(RateBudget):
                 # This call probes; the others stay local meanwhile instead of queueing on it.
                 self._retry_at = now + self._backoff.compute(self._failures)
         try:
-            result = script(keys=self._keys, args=list(args))
+            result = script(keys=keys, args=list(args))
         except (redis.RedisError, OSError) as exc:
             self._went_down(exc)
             raise _Down from None
@@ -356,6 +334,82 @@ class RedisRateBudget(RateBudget):
             except Exception:  # a metric must never break a budget call
                 logger.exception("on_fallback failed")
 
+    def close(self) -> None:
+        self._client.close()
+
+
+class RedisRateBudget(RateBudget):
+    """The budget of every process whose ``RedisRateBudget`` names the same Redis, upstream and
+    model; falls back to a ``LocalRateBudget`` of this process while Redis is unavailable.
+
+    ``link`` is a URL (this budget then has a ``RedisLink`` of its own, made with
+    ``socket_timeout_s``, ``on_fallback`` and the backoff) or a ``RedisLink`` shared with the
+    windows of other models (which then has its own of those, and is closed by its owner).
+    """
+
+    def __init__(
+        self,
+        link: str | RedisLink,
+        *,
+        upstream: str,
+        model: str = ANY_MODEL,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        window_s: float = 60.0,
+        margin_s: float | None = None,
+        socket_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S,
+        estimator: TokenEstimator | None = None,
+        on_fallback: Callable[[bool], None] | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        super().__init__(estimator)
+        # Validates rpm/tpm/window the same way, and is the budget while Redis is away.
+        self.fallback = LocalRateBudget(
+            rpm, tpm, window_s=window_s, margin_s=margin_s, estimator=self.estimator
+        )
+        self.rpm, self.tpm = rpm, tpm
+        self.window_s = self.fallback.window_s
+        self.margin_s = self.fallback.margin_s
+        self._life_ms = math.ceil((self.window_s + self.margin_s) * 1000)
+        self.upstream, self.model = upstream, model
+        # One hash tag: the three keys land in one slot of a Redis Cluster too.
+        tag = f"{KEY_PREFIX}{{{key_part(upstream)}|{key_part(model)}}}"
+        self._keys = [f"{tag}:log", f"{tag}:tokens", f"{tag}:meta"]
+        if not isinstance(link, str) and on_fallback is not None:
+            raise ConfigError("on_fallback belongs to the RedisLink when one is given")
+        self._owns_link = isinstance(link, str)
+        self.link = (
+            RedisLink(
+                link,
+                socket_timeout_s=socket_timeout_s,
+                on_fallback=on_fallback,
+                backoff_base_s=backoff_base_s,
+                backoff_cap_s=backoff_cap_s,
+            )
+            if isinstance(link, str)
+            else link
+        )
+        self._instance = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        #: Our permit id -> the Redis member, or the fallback's own permit.
+        self._issued: dict[int, str | Permit] = {}
+
+    # -- Redis, or the local budget -------------------------------------------------------------
+
+    @property
+    def using_redis(self) -> bool:
+        return self.link.up
+
+    @property
+    def fallbacks(self) -> int:
+        """Outages of this budget's Redis link so far."""
+        return self.link.fallbacks
+
+    def _call(self, script: Any, args: Sequence[str | int | float]) -> Any:
+        return self.link.call(script, self._keys, args)
+
     def _remember(self, member: str | Permit, estimate: TokenEstimate) -> Permit:
         permit = Permit(next(self._ids), estimate, time.monotonic())
         with self._lock:
@@ -371,7 +425,7 @@ class RedisRateBudget(RateBudget):
         member = f"{self._instance}:{next(self._ids)}"
         args = (self.rpm or 0, self.tpm or 0, self._life_ms, estimate.total, member)
         try:
-            admitted, wait_ms = self._call(self._acquire, args)
+            admitted, wait_ms = self._call(self.link.acquire, args)
         except _Down:
             local = self.fallback.try_acquire(estimate)
             return local if isinstance(local, float) else self._remember(local, estimate)
@@ -387,11 +441,12 @@ class RedisRateBudget(RateBudget):
         elif issued is not None:
             # Down: that start's count stays at the estimate, and leaves with the window.
             with contextlib.suppress(_Down):
-                self._call(self._adjust, (issued, max(0, tokens)))
+                self._call(self.link.adjust, (issued, max(0, tokens)))
 
-    def observe(self, limits: ObservedLimits) -> None:
+    def observe(self, limits: ObservedLimits, *, model: str | None = None) -> None:
+        # This instance is one model's window (``model=`` above); the caller routed the answer.
         # The local budget hears everything too: if Redis goes, it knows what the upstream said.
-        self.fallback.observe(limits)
+        self.fallback.observe(limits, model=model)
 
         def ms(seconds: float | None) -> str:
             return "" if seconds is None else str(math.ceil(seconds * 1000))
@@ -411,18 +466,18 @@ class RedisRateBudget(RateBudget):
             ms(limits.reset_tokens_s),
         )
         with contextlib.suppress(_Down):
-            self._call(self._observe, args)
+            self._call(self.link.observe, args)
 
-    def cool_down(self, seconds: float) -> None:
+    def cool_down(self, seconds: float, *, model: str | None = None) -> None:
         if not (math.isfinite(seconds) and seconds > 0):
             seconds = DEFAULT_RETRY_WAIT_S
-        self.fallback.cool_down(seconds)
+        self.fallback.cool_down(seconds, model=model)
         with contextlib.suppress(_Down):
-            self._call(self._cool_down, (math.ceil(seconds * 1000), self._life_ms))
+            self._call(self.link.cool_down, (math.ceil(seconds * 1000), self._life_ms))
 
     def snapshot(self) -> dict[str, Any]:
         try:
-            now_ms, starts, flat = self._call(self._snapshot, ())
+            now_ms, starts, flat = self._call(self.link.snapshot, ())
         except _Down:
             snapshot = self.fallback.snapshot()
             snapshot.update(store="local", redis_fallbacks=self.fallbacks)
@@ -444,7 +499,20 @@ class RedisRateBudget(RateBudget):
         }
 
     def close(self) -> None:
-        self._client.close()
+        if self._owns_link:
+            self.link.close()
+
+
+_PLAIN_KEY_PART = re.compile(r"[A-Za-z0-9._~:/@+-]{1,100}")
+
+
+def key_part(text: str) -> str:
+    """``text`` as a part of a Redis key: as it is when short and plain, else a digest, so a
+    model or URL with braces (a hash tag), ``|`` or a thousand characters keeps keys apart
+    and bounded."""
+    if _PLAIN_KEY_PART.fullmatch(text):
+        return text
+    return "sha256-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _text(value: bytes | str) -> str:
