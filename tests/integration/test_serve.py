@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .sse_client import check_protocol, data_events, parse_frames
+from tests.support.protocol import check_protocol
+from tests.support.sse import data_events, parse_frames
 
 _READY = re.compile(r"embedded simulator \((http://[^)]+)\); open (http://\S+)")
 
