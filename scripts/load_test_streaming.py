@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent
-# The protocol checker and the percentile are shared with the tests (``tests/support``).
+# The protocol checker, the percentile and the process helpers are shared with the tests.
 sys.path.insert(0, str(SCRIPTS.parent))
+from tests.support.process import free_port, process_tree_cpu_s  # noqa: E402
 from tests.support.protocol import ProtocolChecker  # noqa: E402
 from tests.support.stats import percentile  # noqa: E402
 
@@ -481,37 +482,6 @@ def _cpu_usage(
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_tree_cpu_s(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and all its descendants, from ``/proc``."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    total, stack = 0.0, [root]
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack.extend(children.get(pid, ()))
-    return total
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     import httpx
 
@@ -558,7 +528,7 @@ def spawn(
 ) -> Iterator[Spawned]:
     """An upstream with a fixed profile and a server pointed at it; both stopped at the end."""
     profile = {**SPAWN_PROFILE, **(profile or {})}
-    port = _free_port()
+    port = free_port()
     with (
         _spawn_upstream(upstream, profile, upstream_cpu) as sim,
         tempfile.TemporaryDirectory() as tmp,
