@@ -7,7 +7,8 @@ its end. For every request it records the time to the first response byte, the f
 the first content chunk and the end, and it verifies the stream: within each section the chunk
 ``seq`` numbers must run 0, 1, 2, ... with no gap (loss) and no repeat (duplicate), each
 section's ``section_done``/``error`` must agree with the number of chunks received, and the
-stream must end with ``done``. The exit code is 1 on any loss, duplicate or missing ``done``.
+stream must end with ``done`` (the checker the tests use, ``tests/support/protocol.py``). The
+exit code is 1 on any loss, duplicate, missing ``done`` or other protocol violation.
 
 The client is a small asyncio HTTP/1.1 + SSE reader on raw sockets (no HTTP library on the hot
 path) so that it is not the bottleneck; its own CPU use is measured and reported.
@@ -50,6 +51,11 @@ from pathlib import Path
 from typing import Any
 
 SCRIPTS = Path(__file__).resolve().parent
+# The protocol checker, the percentile and the process helpers are shared with the tests.
+sys.path.insert(0, str(SCRIPTS.parent))
+from tests.support.process import free_port, process_tree_cpu_s  # noqa: E402
+from tests.support.protocol import ProtocolChecker  # noqa: E402
+from tests.support.stats import percentile  # noqa: E402
 
 ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "dream": (
@@ -87,6 +93,7 @@ class Result:
     duplicates: int = 0
     done: bool = False
     events_after_done: int = 0
+    violations: int = 0  # protocol problems of any kind (tests/support/protocol.py)
     section_errors: Counter[str] = field(default_factory=Counter)
     error: str | None = None  # transport or HTTP failure; None when the stream was read
 
@@ -98,50 +105,45 @@ class Result:
             and not self.lost
             and not self.duplicates
             and not self.events_after_done
+            and not self.violations
         )
 
 
 class StreamChecker:
-    """Follows one SSE stream's events and counts what is wrong with it."""
+    """Follows one SSE stream's events: the shared protocol checker, plus the client's timings."""
 
-    __slots__ = ("clock", "next_seq", "result", "t0")
+    __slots__ = ("clock", "protocol", "result", "t0")
 
     def __init__(self, result: Result, t0: float) -> None:
         self.result = result
         self.t0 = t0
-        self.next_seq: dict[str, int] = {}
+        self.protocol = ProtocolChecker()
         self.clock = time.perf_counter
 
     def event(self, obj: dict[str, Any]) -> None:
         r = self.result
-        kind = obj.get("type")
         if r.first_event_s is None:
             r.first_event_s = self.clock() - self.t0
-        if r.done:
-            r.events_after_done += 1
-        if kind == "chunk":
-            if r.first_chunk_s is None:
-                r.first_chunk_s = self.clock() - self.t0
-            r.chunks += 1
-            section = obj["section"]
-            seq = obj["seq"]
-            expected = self.next_seq.get(section, 0)
-            if seq == expected:
-                self.next_seq[section] = expected + 1
-            elif seq < expected:
-                r.duplicates += 1
-            else:
-                r.lost += seq - expected
-                self.next_seq[section] = seq + 1
-        elif kind in ("section_done", "error"):
-            declared = obj.get("chunks")
-            got = self.next_seq.get(obj.get("section", ""), 0)
-            if isinstance(declared, int) and declared > got:
-                r.lost += declared - got  # chunks the server says it sent, never received
-            if kind == "error":
-                r.section_errors[str(obj.get("code"))] += 1
-        elif kind == "done":
-            r.done = True
+        kind = obj.get("type")
+        if kind == "chunk" and r.first_chunk_s is None:
+            r.first_chunk_s = self.clock() - self.t0
+        protocol = self.protocol
+        protocol.feed(obj)
+        if kind == "error":
+            r.section_errors[str(obj.get("code"))] += 1
+        # Copied on every event, so a stream cut short by a timeout still counts what it got.
+        r.done = protocol.done
+        r.chunks = protocol.chunks
+        r.lost = protocol.lost
+        r.duplicates = protocol.duplicated
+        r.events_after_done = protocol.events_after_done
+        r.violations = len(protocol.problems)
+
+    def finish(self) -> None:
+        """The whole-stream checks, once the body has ended with ``done``."""
+        if self.protocol.done:
+            self.protocol.finish()
+            self.result.violations = len(self.protocol.problems)
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncIterator[bytes]:
@@ -251,6 +253,7 @@ class Connection:
                 for line in frame.split(b"\n"):
                     if line.startswith(b"data:"):
                         event(loads(line[5:]))
+        checker.finish()
         if not result.done:
             result.error = "missing_done"
 
@@ -266,20 +269,12 @@ class Totals:
         self.results.append(result)
 
 
-def _percentile(values: list[float], fraction: float) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    index = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
 def _progress(totals: Totals, target: str, final: bool = False) -> None:
     elapsed = time.perf_counter() - totals.started
     results = totals.results
     failed = sum(1 for r in results if not r.ok)
     firsts = [r.first_chunk_s for r in results[-200:] if r.first_chunk_s is not None]
-    p50 = _percentile(firsts, 0.5)
+    p50 = percentile(firsts, 0.5)
     line = (
         f"[{elapsed:6.1f}s] {len(results)}{target} done, {totals.active} active, "
         f"{len(results) / elapsed if elapsed else 0:6.1f} req/s, {failed} failed, "
@@ -368,7 +363,7 @@ def summarize(
     def dist(values: list[float]) -> dict[str, float | None]:
         return {
             f"p{int(q * 100)}_ms": None
-            if (v := _percentile(values, q)) is None
+            if (v := percentile(values, q)) is None
             else round(v * 1e3, 2)
             for q in (0.5, 0.95, 0.99)
         } | {"max_ms": round(max(values) * 1e3, 2) if values else None}
@@ -390,6 +385,7 @@ def summarize(
         "duplicate_chunks": sum(r.duplicates for r in results),
         "missing_done": sum(1 for r in results if not r.done),
         "events_after_done": sum(r.events_after_done for r in results),
+        "protocol_violations": sum(r.violations for r in results),
         "errors": dict(Counter(r.error for r in results if r.error)),
         "section_errors": dict(sum((r.section_errors for r in results), Counter())),
         "client_cpu_percent": round(100 * cpu / wall, 1) if wall else None,
@@ -424,7 +420,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += [
         row("total", s["total"]),
         f"  lost chunks {s['lost_chunks']}, duplicates {s['duplicate_chunks']}, "
-        f"missing done {s['missing_done']}, events after done {s['events_after_done']}",
+        f"missing done {s['missing_done']}, events after done {s['events_after_done']}, "
+        f"protocol violations {s['protocol_violations']}",
         f"  errors {s['errors'] or 'none'}; section errors {s['section_errors'] or 'none'}",
         f"  client CPU {s['client_cpu_percent']}% of one core",
     ]
@@ -485,37 +482,6 @@ def _cpu_usage(
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def process_tree_cpu_s(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and all its descendants, from ``/proc``."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    total, stack = 0.0, [root]
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack.extend(children.get(pid, ()))
-    return total
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     import httpx
 
@@ -562,7 +528,7 @@ def spawn(
 ) -> Iterator[Spawned]:
     """An upstream with a fixed profile and a server pointed at it; both stopped at the end."""
     profile = {**SPAWN_PROFILE, **(profile or {})}
-    port = _free_port()
+    port = free_port()
     with (
         _spawn_upstream(upstream, profile, upstream_cpu) as sim,
         tempfile.TemporaryDirectory() as tmp,
@@ -848,7 +814,11 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     broken = any(
-        s["lost_chunks"] or s["duplicate_chunks"] or s["missing_done"] or s["events_after_done"]
+        s["lost_chunks"]
+        or s["duplicate_chunks"]
+        or s["missing_done"]
+        or s["events_after_done"]
+        or s["protocol_violations"]
         for s in summaries
     )
     return 1 if broken else 0

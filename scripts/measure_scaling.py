@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -50,12 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_test_streaming import Result, StreamChecker
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend_ai.app.child_process import die_with_parent
 from backend_ai.app.redis_process import RedisProcess
 from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, TokenEstimate
 from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.app.settings import PRESET_NAMES, Settings
 from backend_ai.simulator import SimulatorProcess
+from tests.support.process import free_port
 
 API_KEY = "sk-scaling-run"
 DREAM = "/dream/interpret-stream"
@@ -93,17 +94,11 @@ def max_in_any_window(times: list[float], window_s: float) -> int:
     return best
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Serve:
     """One ``backend-ai serve`` child on its own port, stopped gracefully (SIGTERM)."""
 
     def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("w")
         self.proc = subprocess.Popen(

@@ -32,8 +32,10 @@ import asyncio
 import json
 import os
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import h2.config
@@ -41,6 +43,10 @@ import h2.connection
 import h2.events
 
 from backend_ai.simulator import SimulatorProcess, run_simulator
+
+# The percentile is shared with the tests and the other scripts (``tests/support``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.stats import percentile
 
 __all__ = ["main"]
 
@@ -195,9 +201,10 @@ async def _level(
     return traces
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _at(values: list[float], fraction: float) -> float:
+    value = percentile(values, fraction)
+    assert value is not None, "no samples"
+    return value
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -236,10 +243,10 @@ def _report(
         "incomplete": incomplete,
         "chunks": chunks,
         "chunks_per_s": len(window) / span if span > 0 else float("nan"),
-        "gap_p50_ms": 1000 * _percentile(gaps, 0.50),
-        "gap_p99_ms": 1000 * _percentile(gaps, 0.99),
-        "late_p50_ms": 1000 * _percentile(late, 0.50),
-        "late_p99_ms": 1000 * _percentile(late, 0.99),
+        "gap_p50_ms": 1000 * _at(gaps, 0.50),
+        "gap_p99_ms": 1000 * _at(gaps, 0.99),
+        "late_p50_ms": 1000 * _at(late, 0.50),
+        "late_p99_ms": 1000 * _at(late, 0.99),
         "late_max_ms": 1000 * max(late),
         "wall_s": wall,
         "sim_cpu_pct": 100 * cpu[0] / wall,

@@ -9,9 +9,10 @@ whose upstream resets, sends a malformed chunk, an error event, a 500/503, a tru
 stall past the stall timeout, a 429 that the sequential fallback recovers from, or a client that
 goes away mid-stream. Every stream read to its end is checked:
 
-* ``start`` first, ``done`` last, each once; per section ``section_start`` once, chunk ``seq``
-  0, 1, 2, ... with no gap (lost) and no repeat (duplicate), exactly one end agreeing with the
-  chunks received;
+* the stream protocol, with the checker the tests use (``tests/support/protocol.py``): ``start``
+  first, ``done`` last, each once; per section ``section_start`` once, chunk ``seq`` 0, 1, 2,
+  ... with no gap (lost) and no repeat (duplicate), exactly one end agreeing with the chunks
+  received;
 * the faulty section ended with the error code of its fault (and the chunks before it), every
   other section with ``section_done`` and exactly the text of a fault-free run (the simulator's
   text is a function of the request).
@@ -45,6 +46,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess, run_simulator
+
+# The protocol checker and the SSE reader are shared with the tests (``tests/support``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.protocol import ProtocolChecker
+from tests.support.sse import iter_data_events
 
 #: The upstream's timing: streams of about half a second, 20 % jitter (text does not depend
 #: on timing). Kept well under the simulator's capacity on a 2-core machine (docs/SIMULATOR.md).
@@ -126,90 +132,6 @@ class Tally:
             self.examples.append(message)
 
 
-class Stream:
-    """Follows one stream's events; collects protocol violations instead of raising."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.problems: list[str] = []
-        self.sections: dict[str, dict[str, Any]] = {}
-        self.lost = self.duplicated = self.chunks = 0
-
-    def feed(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if not self.events and kind == "reading":  # app-level, before the engine's frames
-            return
-        if not self.events and kind != "start":
-            self.problems.append(f"first event is {kind!r}")
-        if self.events and self.events[-1].get("type") == "done":
-            self.problems.append(f"{kind!r} after done")
-        self.events.append(event)
-        if kind == "start":
-            self.sections = {
-                name: {"next": 0, "text": "", "end": None, "code": None, "started": False}
-                for name in event["sections"]
-            }
-            return
-        if kind in ("done", "rate_limit"):
-            return
-        section = self.sections.get(event.get("section", ""))
-        if section is None:
-            self.problems.append(f"event for an unknown section: {event}")
-            return
-        if section["end"] is not None:
-            self.problems.append(f"event after the end of {event['section']!r}")
-        if kind == "section_start":
-            if section["started"] or section["next"]:
-                self.problems.append(f"late or second section_start: {event['section']!r}")
-            section["started"] = True
-        elif kind == "chunk":
-            self.chunks += 1
-            seq, expected = event["seq"], section["next"]
-            if seq < expected:
-                self.duplicated += 1
-            elif seq > expected:
-                self.lost += seq - expected
-            section["next"] = max(expected, seq + 1)
-            section["text"] += event["content"]
-        elif kind in ("section_done", "error"):
-            if event["chunks"] != section["next"]:
-                self.lost += max(0, event["chunks"] - section["next"])
-                self.problems.append(f"{kind} says {event['chunks']} chunks, got {section['next']}")
-            section["end"] = "done" if kind == "section_done" else "error"
-            section["code"] = event.get("code")
-        else:
-            self.problems.append(f"unknown event type {kind!r}")
-
-    def finish(self) -> None:
-        """Checks that need the whole stream."""
-        kinds = [e.get("type") for e in self.events]
-        if not kinds or kinds[-1] != "done":
-            self.problems.append("the stream did not end with done")
-            return
-        if kinds.count("start") != 1 or kinds.count("done") != 1:
-            self.problems.append("start or done more than once")
-        done = self.events[-1]
-        ended = {n: s["end"] for n, s in self.sections.items()}
-        if None in ended.values():
-            self.problems.append(f"sections without an end: {ended}")
-        if sorted(done["completed"]) != sorted(n for n, e in ended.items() if e == "done"):
-            self.problems.append("done.completed disagrees with the sections")
-        if sorted(done["failed"]) != sorted(n for n, e in ended.items() if e == "error"):
-            self.problems.append("done.failed disagrees with the sections")
-
-
-def iter_events(response: httpx.Response) -> Any:
-    """``data`` events of an SSE response as they arrive (comments skipped)."""
-    buffer = ""
-    for text in response.iter_text():
-        buffer += text
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            for line in block.split("\n"):
-                if line.startswith("data: "):
-                    yield json.loads(line[6:])
-
-
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -269,17 +191,17 @@ class Soak:
 
     def fetch_references(self, http: httpx.Client) -> None:
         for name, (path, body, _) in ROUTES.items():
-            stream = Stream()
+            stream = ProtocolChecker()
             with http.stream("POST", self.url + path, json=body) as response:
-                for event in iter_events(response):
+                for event in iter_data_events(response):
                     stream.feed(event)
             stream.finish()
-            if stream.problems or any(s["end"] != "done" for s in stream.sections.values()):
+            if stream.problems or any(s.end != "done" for s in stream.sections.values()):
                 raise SystemExit(
                     f"the fault-free reference run of {name} failed: {stream.problems}"
                 )
-            self.references[name] = {n: s["text"] for n, s in stream.sections.items()}
-            self.reference_chunks[name] = {n: s["next"] for n, s in stream.sections.items()}
+            self.references[name] = {n: s.text for n, s in stream.sections.items()}
+            self.reference_chunks[name] = {n: s.chunks for n, s in stream.sections.items()}
 
     def client(self, index: int) -> None:
         rng = random.Random(self.args.seed * 1000 + index)
@@ -308,12 +230,12 @@ class Soak:
             if "fail_first" in sim:
                 sim["attempt_key"] = key  # the first attempt of this request only
             body["sim_sections"] = {faulty: sim}
-        stream = Stream()
+        stream = ProtocolChecker()
         cut_after = rng.randint(1, 12) if scenario == "client_gone" else None
         with http.stream("POST", self.url + path, json=body) as response:
             if response.status_code != 200:
                 raise AssertionError(f"HTTP {response.status_code}: {response.read()[:200]!r}")
-            for event in iter_events(response):
+            for event in iter_data_events(response):
                 stream.feed(event)
                 if cut_after is not None and event.get("type") == "chunk":
                     cut_after -= 1
@@ -322,7 +244,7 @@ class Soak:
         with self.lock:
             self.record(route, scenario, stream, cut=cut_after == 0)
 
-    def record(self, route: str, scenario: str, stream: Stream, *, cut: bool) -> None:
+    def record(self, route: str, scenario: str, stream: ProtocolChecker, *, cut: bool) -> None:
         tally = self.tally
         tally.requests += 1
         tally.scenarios[scenario] += 1
@@ -335,8 +257,7 @@ class Soak:
         if cut:
             tally.client_disconnects += 1
             return
-        stream.finish()
-        for problem in stream.problems:
+        for problem in stream.finish():
             tally.violation(f"{where}: {problem}")
         if stream.problems:
             return
@@ -344,20 +265,20 @@ class Soak:
         _, _, faulty = ROUTES[route]
         expected_code = SCENARIOS[scenario][2]
         for name, section in stream.sections.items():
-            if section["code"] is not None:
-                tally.section_errors[section["code"]] += 1
+            if section.code is not None:
+                tally.section_errors[section.code] += 1
             if name == faulty and expected_code is not None:
-                if (section["end"], section["code"]) != ("error", expected_code):
-                    tally.violation(f"{where}: {name} ended {section['end']}/{section['code']}")
-                elif section["next"] != FAULT_CHUNKS[scenario]:
-                    tally.violation(f"{where}: {name} sent {section['next']} chunks before it")
+                if (section.end, section.code) != ("error", expected_code):
+                    tally.violation(f"{where}: {name} ended {section.end}/{section.code}")
+                elif section.chunks != FAULT_CHUNKS[scenario]:
+                    tally.violation(f"{where}: {name} sent {section.chunks} chunks before it")
                 continue
-            if section["end"] != "done":
-                tally.violation(f"{where}: {name} ended {section['end']}/{section['code']}")
+            if section.end != "done":
+                tally.violation(f"{where}: {name} ended {section.end}/{section.code}")
             elif route in NONDETERMINISTIC:
-                if section["next"] != self.reference_chunks[route][name]:
-                    tally.violation(f"{where}: {name} has {section['next']} chunks")
-            elif section["text"] != self.references[route][name]:
+                if section.chunks != self.reference_chunks[route][name]:
+                    tally.violation(f"{where}: {name} has {section.chunks} chunks")
+            elif section.text != self.references[route][name]:
                 tally.violation(f"{where}: {name}'s text differs from the fault-free run")
         if scenario == "rate_limit" and not any(e["type"] == "rate_limit" for e in stream.events):
             tally.violation(f"{where}: no rate_limit event")

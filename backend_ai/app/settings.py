@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from backend_ai.app.services.parallel_streaming.executor import DEFAULT_MAX_WORKERS
 from backend_ai.app.services.parallel_streaming.http_pool import PoolSettings
 from backend_ai.errors import ConfigError
 
@@ -31,12 +32,12 @@ __all__ = [
 ]
 
 ENV_PREFIX = "BACKEND_AI_"
-#: The model presets of the design notes; each may name its own model.
+#: The model presets of ``optimize_stream_config``; each may name its own model.
 PRESET_NAMES = ("simple", "medium", "complex")
 _DEFAULT_MODELS = {"simple": "gpt-4o-mini", "medium": "gpt-4o", "complex": "gpt-4o"}
 #: Suggested models for the compare page when no allow-list is configured.
 SUGGESTED_COMPARE_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1-mini")
-#: The compare route's limit (seed 001: up to nine models side by side).
+#: The compare route's limit: up to nine models side by side, as the compare page lays them out.
 MAX_COMPARE_MODELS = 9
 
 _T = TypeVar("_T")
@@ -63,9 +64,9 @@ class Settings:
     compare_models: tuple[str, ...] = ()
 
     # Engine
-    #: Section threads per process (the engine's bounded pool). gunicorn's default 32 threads
-    #: per worker times three sections a run is 96; sections beyond it wait their turn.
-    max_workers: int = 128
+    #: Section threads per process (the engine's bounded pool; its default is the engine's);
+    #: sections beyond it wait their turn.
+    max_workers: int = DEFAULT_MAX_WORKERS
     max_parallel: int | None = None
     deadline_s: float | None = 300.0
     stall_timeout_s: float | None = 30.0

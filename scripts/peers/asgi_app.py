@@ -95,13 +95,14 @@ async def _run(
     sections: list[tuple[str, str, SectionPrompt, str]], body: dict[str, Any], send: Send
 ) -> None:
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    failed: list[str] = []
     sim = body.get("sim") or {}
     per_section = body.get("sim_sections") or {}
 
     async def one(name: str, model: str, prompt: SectionPrompt, text: str) -> None:
         preset = PRESETS[prompt.complexity]
         started = time.monotonic()
-        seq = 0
+        seq = chars = 0
         try:
             await queue.put(_frame({"type": "section_start", "section": name, "model": model}))
             controls = {**sim, **per_section.get(name, {})}
@@ -132,6 +133,7 @@ async def _run(
                                 )
                             )
                             seq += 1
+                            chars += len(choice.delta.content)
                         finish = choice.finish_reason or finish
             await queue.put(
                 _frame(
@@ -140,6 +142,7 @@ async def _run(
                         "section": name,
                         "finish_reason": finish,
                         "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                        "chars": chars,
                         "chunks": seq,
                     }
                 )
@@ -156,6 +159,7 @@ async def _run(
                     }
                 )
             )
+            failed.append(name)
         finally:
             await queue.put(None)
 
@@ -189,6 +193,8 @@ async def _run(
             "type": "done",
             "request_id": request_id,
             "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "completed": [name for name in names if name not in failed],
+            "failed": failed,
         }
         await send({"type": "http.response.body", "body": _frame(done), "more_body": False})
     finally:

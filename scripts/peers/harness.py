@@ -8,12 +8,18 @@ nothing of the simulator, which runs in its own process.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from peers.base import Peer, Section, Trace
+
+# The percentile is shared with the tests and the other scripts (``tests/support``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.stats import percentile
 
 __all__ = [
     "RunResult",
@@ -105,15 +111,6 @@ def sim_sections(
 def median(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
-
-
-def percentile(values: Iterable[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (no interpolation: every figure is one that was measured)."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    index = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
 
 def trace_overhead_us(calls: int = 200_000) -> float:

@@ -47,6 +47,10 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+# The percentile is shared with the tests and the other scripts (``tests/support``).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.stats import percentile
+
 __all__ = ["PacedUpstream", "main"]
 
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -170,7 +174,8 @@ class _Server:
         late = sorted(self.lateness_ms)
 
         def pct(q: float) -> float | None:
-            return round(late[min(len(late) - 1, int(q * len(late)))], 2) if late else None
+            value = percentile(late, q)
+            return None if value is None else round(value, 2)
 
         return {
             "chunks_sent": self.chunks_sent,

@@ -1,8 +1,9 @@
 """One stream after another: the plain loop, and the single-stream CPU references.
 
-``SequentialLoop()`` is the "before" of the design notes: the SDK's default client and its
-typed ``ChatCompletionChunk`` stream, section by section. A section that fails is reported and
-the loop goes on to the next one (the most forgiving plain loop; a bare loop would stop).
+``SequentialLoop()`` is the baseline the engine is measured against: the SDK's default client
+and its typed ``ChatCompletionChunk`` stream, section by section. A section that fails is
+reported and the loop goes on to the next one (the most forgiving plain loop; a bare loop would
+stop).
 
 The two references stream over the engine's pooled HTTP/2 client so that only the parsing
 differs from the engine: ``typed`` iterates ``ChatCompletionChunk`` objects, ``raw`` reads

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
-from httpx_sse._models import ServerSentEvent
 
 from backend_ai.app.services.parallel_streaming import (
     ContentChunk,
     Event,
+    Heartbeat,
     RunDone,
     SectionDone,
     SectionError,
     StreamConfig,
 )
 from backend_ai.app.services.parallel_streaming import worker as worker_module
+from tests.support.protocol import check_stream
 
 API_KEY = "sk-test-engine-4b1d9e0c7a52"
 
@@ -81,21 +81,13 @@ def ends(events: Iterable[Event]) -> dict[str, SectionDone | SectionError]:
 
 
 def assert_well_formed(events: list[Event], names: Iterable[str]) -> RunDone:
-    """start first, done last and once, one end per section, seq 0.. contiguous per section."""
+    """The run keeps the stream protocol (``tests.support.protocol``) over exactly ``names``."""
     names = list(names)
     assert events[0].type == "start"
     assert events[0].sections == tuple(names)
+    check_stream([e.payload() for e in events if not isinstance(e, Heartbeat)])
     done = events[-1]
     assert isinstance(done, RunDone), f"last event is {events[-1]!r}"
-    assert sum(isinstance(e, RunDone) for e in events) == 1
-    assert set(ends(events)) == set(names)
-    for name in names:
-        seqs = [c.seq for c in chunks_of(events, name)]
-        assert seqs == list(range(len(seqs))), f"{name}: seqs {seqs}"
-        starts = [e for e in events if e.type == "section_start" and e.section == name]
-        assert len(starts) <= 1
-    assert set(done.completed) | set(done.failed) == set(names)
-    assert not set(done.completed) & set(done.failed)
     return done
 
 
@@ -157,15 +149,3 @@ def iter_until(events: Iterator[Event], predicate: Callable[[Event], bool]) -> l
         if predicate(event):
             return seen
     raise AssertionError(f"run ended before the condition was met: {seen[-3:]}")
-
-
-def parse_sse(pieces: Iterable[str]) -> list[ServerSentEvent]:
-    """What a real SSE client (httpx-sse's decoders) dispatches from this text, piece by piece."""
-    lines = SSELineDecoder()
-    decoder = SSEDecoder()
-    events: list[ServerSentEvent] = []
-    for line in [line for piece in pieces for line in lines.decode(piece)] + lines.flush():
-        event = decoder.decode(line)
-        if event is not None:
-            events.append(event)
-    return events

@@ -79,7 +79,8 @@ def test_paused_consumer_pauses_the_upstream_and_loses_nothing(
 def test_consumer_that_never_resumes_ends_the_section_slow_consumer(make_manager, simulator):
     options = RunOptions(queue_size=4, backpressure_timeout_s=0.2, stall_timeout_s=None)
     manager = make_manager(options=options)
-    # itl_ms=1, not 0: with 0 the simulator can miss the reset (.notes/simulator-bugs.md S1).
+    # itl_ms=1, not 0: a stream loop that never sleeps gives the simulator's disconnect
+    # watcher no turn, so the reset could go unseen (see test_sim_raw_h2's regression test).
     events = manager.stream([section("long", ttft_ms=0, itl_ms=1, tokens=2000, max_tokens=2000)])
     received = []
     for event in events:

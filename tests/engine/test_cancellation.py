@@ -1,8 +1,9 @@
 """Closing a run (what a WSGI server does when the client goes) closes every upstream stream.
 
 The simulator records when it saw each client go; those times are compared with the time of
-``close()`` on the same machine's clock (the issue's bound is 100 ms). Right after ``close()``
-returns, no thread may still be inside a section worker.
+``close()`` on the same machine's clock (the bound is 100 ms: a client that leaves must stop
+the upstream spend at once). Right after ``close()`` returns, no thread may still be inside a
+section worker.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def test_manager_close_ends_sections_that_never_started(make_manager, simulator)
 
 def test_close_does_not_wait_for_sections_still_queued_for_a_thread(client, stats, simulator):
     """A section waiting for a pool thread has nothing to cancel upstream: closing its run
-    must not block the request thread for the cancel grace period (bug B10)."""
+    must not block the request thread for the cancel grace period."""
     one_thread = SectionExecutor(1)
     try:
         manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
@@ -210,7 +211,7 @@ def test_close_does_not_wait_for_sections_still_queued_for_a_thread(client, stat
 def test_executor_shut_down_under_a_queued_section_still_ends_its_run(client, stats, simulator):
     """App shutdown does ``manager.close()`` then ``executor.shutdown()``, which cancels the
     futures of sections still waiting for a thread. Their runs must still end with ``done``
-    instead of waiting forever for a worker that will never run (bug B13)."""
+    instead of waiting forever for a worker that will never run."""
     one_thread = SectionExecutor(1)
     manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
     busy = manager.stream([section("busy", **SCENARIOS["streaming"])])

@@ -135,7 +135,7 @@ def test_connection_refused_is_a_connection_error_per_section(make_client, make_
 
 
 def test_default_sdk_client_mid_stream_drop_is_connection_error(simulator, executor, stats):
-    """openai 3.x's own transport is httpx2: its errors must not become ``internal`` (bug B3)."""
+    """openai 3.x's own transport is httpx2: its errors must not become ``internal``."""
     with openai.OpenAI(api_key=API_KEY, base_url=simulator.base_url, max_retries=0) as sdk:
         manager = ParallelStreamManager(sdk, executor=executor, stats=stats)
         events = plain(collect(manager.stream([section("drop", drop_after=3), section("ok")])))

@@ -138,7 +138,7 @@ def test_early_close_resets_only_its_own_stream(client, manager, simulator):
 
 def test_h2_chunk_read_by_another_thread_reaches_its_stream_at_once(make_manager, simulator):
     """Six streams on one connection each send one chunk and go quiet. Every chunk is in the
-    client by then; each must reach the consumer without waiting for more traffic (bug B7)."""
+    client by then; each must reach the consumer without waiting for more traffic."""
     stall_s = 1.0
     manager = make_manager(options=RunOptions(stall_timeout_s=None))
     names = [f"s{i}" for i in range(6)]
@@ -441,7 +441,7 @@ def test_settings_from_env_rejects(environ, message):
     ],
 )
 def test_from_env_rejects_values_that_are_not_what_they_say(name, raw):
-    """Counts must be integers, times finite; each error names the variable (bug B6)."""
+    """Counts must be integers, times finite; each error names the variable."""
     with pytest.raises(ConfigError) as info:
         PoolSettings.from_env({f"BACKEND_AI_HTTP_{name}": raw})
     assert f"BACKEND_AI_HTTP_{name}" in str(info.value)
@@ -482,7 +482,7 @@ def test_build_http_client_is_closeable_and_independent():
 def test_late_cancel_cannot_break_a_request_that_reused_the_connection(make_client, simulator):
     """HTTP/1.1: a scope's request ended (error status, connection back in the pool) and
     another request took the connection. Cancelling the old scope now must not shut down the
-    socket under the new request (bug B15). In the engine the window is a section that got an
+    socket under the new request. In the engine the window is a section that got an
     error status while the consumer cancels it (close, deadline, stall)."""
     client = make_client(PoolSettings(http2=False, max_connections=1, max_keepalive_connections=1))
     scope = CancelScope()
@@ -520,7 +520,7 @@ def test_late_cancel_cannot_break_a_request_that_reused_the_connection(make_clie
 
 def test_http11_disconnect_storm_never_breaks_other_runs(make_client, stats, simulator):
     """HTTP/1.1 with more sections than pooled connections (8 request threads × 2 sections on
-    4 connections): clients that go away must never fail another client's sections (B15)."""
+    4 connections): clients that go away must never fail another client's sections."""
     client = make_client(PoolSettings(http2=False, max_connections=4, max_keepalive_connections=4))
     executor = SectionExecutor(16)
     manager = ParallelStreamManager(client, executor=executor, stats=stats)

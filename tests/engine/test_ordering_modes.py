@@ -160,7 +160,7 @@ def test_every_mode_delivers_the_same_chunks(make_manager):
 
 def test_ordered_heartbeats_while_buffered_sections_produce(make_manager):
     """Heartbeats keep an idle connection open when nothing goes *out*; chunks that arrive but
-    are buffered behind a slow head send nothing (bug B16)."""
+    are buffered behind a slow head send nothing."""
     manager = make_manager(options=RunOptions(mode=Mode.ORDERED, heartbeat_s=0.1))
     configs = [
         section("slow-head", ttft_ms=800, itl_ms=2, tokens=5),

@@ -13,8 +13,9 @@ from backend_ai.app.services.parallel_streaming import (
     StreamConfig,
     create_parallel_stream,
 )
+from tests.support.sse import parse_sse
 
-from .helpers import expected_text, parse_sse, section, threads_in_run_section
+from .helpers import expected_text, section, threads_in_run_section
 
 NAMES = ("summary", "symbols", "advice")
 
@@ -83,7 +84,7 @@ def _app(client) -> flask.Flask:
         configs = _configs()
 
         def generate():
-            # As written in the design notes.
+            # Written the way the README shows it: a plain loop over the generator.
             for chunk in create_parallel_stream(client, configs):  # noqa: UP028
                 yield chunk
 

@@ -124,11 +124,13 @@ def test_heartbeats_while_nothing_else_goes_out(make_manager):
     assert_well_formed([e for e in events if not isinstance(e, Heartbeat)], ["slow-start"])
 
 
-DEADLINE_BOUND_S = 0.1  # the issue's bound for closing upstream streams at the deadline
+#: How long after the deadline every upstream stream must be closed (the engine's promise: at
+#: most 100 ms, so a missed deadline does not keep paying for tokens nobody will read).
+DEADLINE_BOUND_S = 0.1
 
 
 def test_deadline_closes_upstream_streams_promptly(make_manager, simulator):
-    """The deadline is not rounded up to the consumer's timer tick (bug B11)."""
+    """The deadline is not rounded up to the consumer's timer tick."""
     deadline = 0.35
     manager = make_manager(options=RunOptions(deadline_s=deadline))
     configs = [section(name, ttft_ms=20, itl_ms=10, tokens=1000) for name in ("a", "b")]
@@ -174,7 +176,7 @@ def test_waiting_for_a_pool_thread_is_not_a_stall(client, stats, simulator):
 
 def test_stall_timeout_with_the_sdks_default_client(simulator, executor, stats):
     """``create_parallel_stream(openai_client, ...)`` is also used with a plain ``OpenAI()``
-    (httpx2, no cancellable transport): its stall timeout must still end the section (bug B12)."""
+    (httpx2, no cancellable transport): its stall timeout must still end the section."""
     with openai.OpenAI(api_key=API_KEY, base_url=simulator.base_url, max_retries=0) as sdk:
         manager = ParallelStreamManager(
             sdk, executor=executor, stats=stats, options=RunOptions(stall_timeout_s=STALL_S)

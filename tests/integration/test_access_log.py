@@ -8,8 +8,10 @@ from collections.abc import Iterable
 
 import httpx
 
+from tests.support.protocol import check_protocol
+from tests.support.sse import parse_frames
+
 from .conftest import SECRET_KEY, StartService
-from .sse_client import check_protocol, parse_frames
 
 PROMPT = "my PRIVATE dream about a glass city"
 LINE = re.compile(

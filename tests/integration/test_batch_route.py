@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
+from tests.support.sse import data_events, parse_frames
 
 from .conftest import MakeApp
-from .sse_client import data_events, parse_frames
 
 
 def post(client: FlaskClient, body: dict[str, Any]) -> Any:

@@ -19,9 +19,10 @@ from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBud
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 from backend_ai.simulator import SimulatorProcess
+from tests.support.protocol import check_protocol
+from tests.support.sse import parse_frames
 
 from .conftest import MakeApp
-from .sse_client import check_protocol, parse_frames
 
 BODY = {"dream": "a dream", "sim": {"ttft_ms": 5, "itl_ms": 1, "tokens": 3, "jitter": 0}}
 

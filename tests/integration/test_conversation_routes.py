@@ -14,8 +14,9 @@ from flask.testing import FlaskClient
 from backend_ai.app.prompts import COMPARE_SECTION, DREAM_SECTIONS
 from backend_ai.app.validation import MAX_HISTORY_TURNS
 from backend_ai.simulator.text import count_prompt_tokens
+from tests.support.protocol import check_protocol
+from tests.support.sse import data_events, parse_frames
 
-from .sse_client import check_protocol, data_events, parse_frames
 from .test_validation import assert_json_error
 
 HISTORY = [

@@ -25,9 +25,10 @@ from reliability.test_hostile_input import ROUTE_FIELDS, bodies
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
+from tests.support.protocol import check_protocol
+from tests.support.sse import LiveStream, data_events, parse_frames
 
 from .conftest import SECRET_KEY, service_env
-from .sse_client import LiveStream, check_protocol, data_events, parse_frames
 from .test_access_log import access_lines
 from .test_validation import BAD_REQUESTS
 

@@ -22,9 +22,10 @@ from backend_ai.integrations.django import (
     stream_response,
 )
 from backend_ai.simulator import SimulatorProcess
+from tests.support.protocol import check_protocol
+from tests.support.sse import parse_frames
 
 from .conftest import SECRET_KEY
-from .sse_client import check_protocol, parse_frames
 
 if not django_settings.configured:
     django_settings.configure(ALLOWED_HOSTS=["testserver"], USE_TZ=True)

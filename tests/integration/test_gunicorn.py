@@ -18,9 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
+from tests.support.protocol import check_protocol
+from tests.support.sse import LiveStream, data_events
 
 from .conftest import SECRET_KEY, StartService
-from .sse_client import LiveStream, check_protocol, data_events
 
 DREAM = "dream/interpret-stream"
 

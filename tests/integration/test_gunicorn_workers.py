@@ -14,9 +14,9 @@ from collections import Counter
 import httpx
 
 from backend_ai.app.gunicorn_process import GunicornProcess
+from tests.support.protocol import check_protocol
 
 from .conftest import StartService
-from .sse_client import check_protocol
 from .test_gunicorn import DREAM, metric, open_stream, wait_until
 
 _FAST = {"ttft_ms": 5, "itl_ms": 1, "tokens": 3, "jitter": 0}

@@ -22,9 +22,10 @@ import pytest
 
 from backend_ai.app.gunicorn_process import GunicornProcess, listen
 from backend_ai.simulator import SimulatorProcess
+from tests.support.protocol import check_protocol
+from tests.support.sse import LiveStream, parse_frames
 
 from .conftest import service_env
-from .sse_client import LiveStream, check_protocol, parse_frames
 
 SLOW_CLIENTS = 100
 THREADS = 32

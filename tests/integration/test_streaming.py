@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend_ai.app.extension import get_state
 from backend_ai.simulator import SimulatorProcess
+from tests.support.protocol import check_protocol
+from tests.support.sse import Frame, data_events, parse_frames
 
 from .conftest import SECRET_KEY, MakeApp
-from .sse_client import Frame, check_protocol, data_events, parse_frames
 
 DREAM_SECTIONS = ["summary", "symbols", "recommendations"]
 ICHING_SECTIONS = ["hexagram", "interpretation", "guidance"]

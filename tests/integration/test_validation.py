@@ -11,9 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from backend_ai.simulator import SimulatorProcess
+from tests.support.sse import data_events, parse_frames
 
 from .conftest import SECRET_KEY, MakeApp
-from .sse_client import data_events, parse_frames
 
 DREAM = "/dream/interpret-stream"
 ICHING = "/iching/reading-stream"

@@ -1,10 +1,6 @@
-"""Tools of the reliability tests: a strict protocol checker, a raw-socket client, a probe of a
-gunicorn worker's threads, descriptors, connections and memory, and a scripted upstream.
-
-The protocol checker is stricter than the integration tests' (``tests/integration/sse_client``):
-besides order and ``seq`` it checks that ``section_start`` comes at most once and before the
-section's chunks, that every frame is a ``data:`` line or a comment, and it returns each
-section's end (``done``/``error``, code, message) so a test can say which section failed how.
+"""Tools of the reliability tests: whole-stream requests checked with the shared protocol
+checker (``tests.support.protocol``), a raw-socket client, a probe of a gunicorn worker's
+threads, descriptors, connections and memory, and a scripted upstream.
 """
 
 from __future__ import annotations
@@ -24,6 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from tests.support.protocol import SectionOutcome, check_stream
+from tests.support.sse import parse_sse_body
 
 __all__ = [
     "CANARY_KEY",
@@ -111,103 +110,6 @@ ROUTES: dict[str, RouteCase] = {
         "gpt-4o-mini",
     ),
 }
-
-
-# -- the SSE protocol ------------------------------------------------------------------------
-
-
-def parse_sse_body(body: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The ``data`` events and the comments of a complete body; asserts the framing.
-
-    Every frame must be exactly one ``data:`` line (the service's encoding) or comment lines,
-    and the body must end on a frame boundary.
-    """
-    assert body.endswith("\n\n") or not body, f"body ends mid-frame: {body[-80:]!r}"
-    events: list[dict[str, Any]] = []
-    comments: list[str] = []
-    for block in body.split("\n\n")[:-1]:
-        assert block, "an empty frame (three line breaks in a row)"
-        lines = block.split("\n")
-        if all(line.startswith(":") for line in lines):
-            comments.extend(line[1:].strip() for line in lines)
-            continue
-        assert len(lines) == 1, f"a frame of several lines: {block[:120]!r}"
-        assert "\r" not in block, f"a carriage return in a frame: {block[:120]!r}"
-        assert lines[0].startswith("data: "), f"unexpected line {lines[0][:120]!r}"
-        event = json.loads(lines[0][6:])
-        assert isinstance(event, dict), event
-        assert isinstance(event.get("type"), str), event
-        events.append(event)
-    return events, comments
-
-
-@dataclass
-class SectionOutcome:
-    """What one section of a stream delivered and how it ended."""
-
-    text: str = ""
-    chunks: int = 0
-    started: bool = False
-    end: str | None = None  # "done" or "error"
-    code: str | None = None
-    message: str | None = None
-    finish_reason: str | None = None
-
-
-def check_stream(events: list[dict[str, Any]]) -> dict[str, SectionOutcome]:
-    """Assert docs/PROTOCOL.md on a complete stream; each section's outcome.
-
-    ``start`` first and once; ``done`` last and once; per section ``section_start`` at most once
-    and before its chunks, chunks numbered 0, 1, 2, ... (no loss, no duplicate), exactly one end
-    (``section_done`` or ``error``) agreeing with the chunks sent; ``done`` lists agree.
-    """
-    if events and events[0]["type"] == "reading":  # app-level, before the engine's frames
-        events = events[1:]
-    assert events, "no events"
-    kinds = [e["type"] for e in events]
-    assert kinds[0] == "start", events[0]
-    assert kinds[-1] == "done", events[-1]
-    assert kinds.count("start") == 1
-    assert kinds.count("done") == 1
-    start, done = events[0], events[-1]
-    assert done["request_id"] == start["request_id"]
-    outcomes = {name: SectionOutcome() for name in start["sections"]}
-    for event in events[1:-1]:
-        kind = event["type"]
-        if kind == "rate_limit":
-            assert set(event["sections"]) <= set(outcomes), event
-            assert event["wait_ms"] >= 0, event
-            continue
-        name = event["section"]
-        assert name in outcomes, f"event for an unknown section: {event}"
-        out = outcomes[name]
-        assert out.end is None, f"event after the end of {name!r}: {event}"
-        if kind == "section_start":
-            assert not out.started, f"second section_start for {name!r}"
-            assert out.chunks == 0, f"section_start after chunks of {name!r}"
-            out.started = True
-        elif kind == "chunk":
-            assert out.started, f"chunk before section_start of {name!r}"
-            assert event["seq"] == out.chunks, f"{name}: seq {event['seq']}, expected {out.chunks}"
-            assert isinstance(event["content"], str)
-            out.chunks += 1
-            out.text += event["content"]
-        elif kind == "section_done":
-            assert event["chunks"] == out.chunks, (event, out.chunks)
-            assert event["chars"] == len(out.text), (event, len(out.text))
-            out.end, out.finish_reason = "done", event["finish_reason"]
-        elif kind == "error":
-            assert event["chunks"] == out.chunks, (event, out.chunks)
-            assert isinstance(event["code"], str), event
-            assert isinstance(event["message"], str), event
-            out.end, out.code, out.message = "error", event["code"], event["message"]
-        else:
-            raise AssertionError(f"unknown event type {kind!r}")
-    open_sections = sorted(n for n, o in outcomes.items() if o.end is None)
-    assert not open_sections, f"sections without an end: {open_sections}"
-    assert sorted(done["completed"]) == sorted(n for n, o in outcomes.items() if o.end == "done")
-    assert sorted(done["failed"]) == sorted(n for n, o in outcomes.items() if o.end == "error")
-    return outcomes
 
 
 @dataclass

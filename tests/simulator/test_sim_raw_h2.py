@@ -119,7 +119,7 @@ def test_stream_reset_by_the_client_is_recorded_and_the_connection_survives(simu
 
 
 def test_reset_is_recorded_even_when_chunks_have_no_delay(simulator, raw_h2):
-    """Regression (S1): with itl_ms=0 the stream loop never slept, so the disconnect watcher
+    """Regression: with itl_ms=0 the stream loop never slept, so the disconnect watcher
     never ran and a reset stream was recorded as completed with every chunk counted."""
     tokens = 30_000
     leaving = raw_h2.request(_stream_body({"tokens": tokens, "itl_ms": 0, "ttft_ms": 0}))

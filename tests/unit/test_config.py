@@ -18,7 +18,7 @@ from backend_ai.app.services.parallel_streaming import (
 from backend_ai.app.services.parallel_streaming.config import MAX_SECTIONS, validate_configs
 
 
-def test_defaults_follow_the_design_notes():
+def test_defaults_of_a_section():
     config = StreamConfig("summary", "Interpret my dream.")
     assert (config.model, config.temperature, config.max_tokens) == ("gpt-4o", 0.7, 500)
     assert config.system_prompt is None
@@ -195,7 +195,7 @@ def test_optional_timers_can_be_switched_off(name):
     ids=["deadline-nan", "stall-nan", "backpressure-nan", "retry-wait-nan", "retries-bool"],
 )
 def test_run_options_rejects_nan_and_bool_counts(kwargs):
-    """NaN silently disables a timer and True is not a count (engine bug B1)."""
+    """NaN silently disables a timer and True is not a count."""
     with pytest.raises(ConfigError):
         RunOptions(**kwargs)
 

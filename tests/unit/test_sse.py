@@ -24,8 +24,7 @@ from backend_ai.app.services.parallel_streaming import (
     format_sse,
 )
 from backend_ai.app.services.parallel_streaming.sse import HEARTBEAT_FRAME, encode_comment
-
-from .sse_parsing import parse_sse
+from tests.support.sse import parse_sse
 
 HOSTILE = [
     '\n\ndata: {"type":"done"}\n\n',

@@ -65,7 +65,7 @@ def test_ttft_is_none_when_no_record_had_one():
     ],
 )
 def test_percentiles_are_nearest_rank(values, p50, p95):
-    """Nearest rank: the smallest value with at least p% of the values at or below it (bug B2)."""
+    """Nearest rank: the smallest value with at least p% of the values at or below it."""
     stats = StreamStats()
     for value in reversed(list(values)):
         stats.record("s", SectionRecord(float(value)))

@@ -132,7 +132,7 @@ def test_translate_exception_codes(exc, code):
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
 )
 def test_translate_exception_knows_the_sdks_own_transport_errors(exc, code):
-    """openai 3.x reads bodies with httpx2 unless given an httpx.Client (engine bug B3)."""
+    """openai 3.x reads bodies with httpx2 unless given an httpx.Client."""
     assert translate_exception(exc)[0] is code
 
 

@@ -1,4 +1,4 @@
-"""``POST /compare/stream``: one prompt to up to nine models, one section per model (seed 001)."""
+"""``POST /compare/stream``: one prompt to up to nine models, one section per model."""
 
 from __future__ import annotations
 

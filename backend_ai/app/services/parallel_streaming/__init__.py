@@ -1,6 +1,6 @@
 """Several blocking OpenAI streams at once, merged into one tagged event stream.
 
-Public API (the import paths of the design notes)::
+Public API (the import paths the README shows)::
 
     from backend_ai.app.services.parallel_streaming import (
         StreamConfig, ParallelStreamManager, create_parallel_stream,

@@ -267,7 +267,8 @@ class Preset:
 
 Complexity = Literal["simple", "medium", "complex"]
 
-#: The presets of the design notes; model names can be overridden per preset by environment.
+#: The presets ``optimize_stream_config`` chooses from (README); model names can be overridden
+#: per preset by environment.
 PRESETS: Mapping[str, Preset] = {
     "simple": Preset(model="gpt-4o-mini", temperature=0.5, max_tokens=300),
     "medium": Preset(model="gpt-4o", temperature=0.7, max_tokens=500),

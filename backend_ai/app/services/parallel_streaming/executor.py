@@ -13,8 +13,9 @@ stall timeout, backpressure timeout or cancellation.
 Why no request starves: submissions are served first in, first out, and every run submits at
 most ``max_parallel`` sections at a time, so a run with many sections queues behind earlier
 runs instead of taking the whole pool. Size the pool to at least gunicorn's threads per worker
-times the sections of a typical run (``BACKEND_AI_MAX_WORKERS``, default 64); when it is full,
-new sections wait their turn (the run's deadline still applies) rather than fail.
+times the sections of a typical run (``BACKEND_AI_MAX_WORKERS``, default ``DEFAULT_MAX_WORKERS``);
+when it is full, new sections wait their turn (the run's deadline still applies) rather than
+fail.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from backend_ai.errors import ConfigError, LifecycleError
 
 __all__ = ["SectionExecutor", "get_section_executor", "shutdown_section_executor"]
 
-DEFAULT_MAX_WORKERS = 64
+#: The pool's size unless ``BACKEND_AI_MAX_WORKERS`` or the caller says otherwise; the service's
+#: settings use it too. gunicorn's 32 threads per worker times three sections a run is 96.
+DEFAULT_MAX_WORKERS = 128
 
 
 def max_workers_from_env() -> int:
