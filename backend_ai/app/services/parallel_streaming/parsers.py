@@ -49,6 +49,7 @@ __all__ = [
     "SectionCancelled",
     "SectionReader",
     "add_chat_reasoning",
+    "decode_payload",
     "reader_for",
     "responses_body",
 ]
@@ -83,7 +84,7 @@ class SectionCancelled(Exception):
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-def _decode(data: bytes) -> dict[str, Any]:
+def decode_payload(data: bytes) -> dict[str, Any]:
     """One payload's JSON object, parsed by the C scanner without ``json.loads``' detours."""
     try:
         text = data.decode()
@@ -167,7 +168,7 @@ class ResponsesReader(_Reader):
         for data in self.parser.feed(received):
             if data == b"[DONE]":  # not part of the Responses API, but harmless if sent
                 continue
-            payload = _decode(data)
+            payload = decode_payload(data)
             kind = payload.get("type")
             if kind == "response.output_text.delta":
                 delta = payload.get("delta")
@@ -225,7 +226,7 @@ class ChatReasoningReader(_Reader):
         for data in self.parser.feed(received):
             if data == b"[DONE]":
                 return
-            payload = _decode(data)
+            payload = decode_payload(data)
             if payload.get("error"):
                 error = payload["error"]
                 detail = error.get("message") if isinstance(error, dict) else error

@@ -21,11 +21,10 @@ section's ``CancelScope``, so the consumer can cancel it from its own thread at 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -47,6 +46,7 @@ from backend_ai.app.services.parallel_streaming.http2 import Http2Stream
 from backend_ai.app.services.parallel_streaming.parsers import (
     SectionReader,
     add_chat_reasoning,
+    decode_payload,
     reader_for,
     responses_body,
 )
@@ -58,7 +58,7 @@ from backend_ai.app.services.parallel_streaming.upstream import (
     safe_message,
     translate_exception,
 )
-from backend_ai.errors import MalformedChunkError, UpstreamStreamError
+from backend_ai.errors import UpstreamStreamError
 
 __all__ = ["RateLimited", "SectionState", "run_section"]
 
@@ -201,7 +201,7 @@ class _SectionReader:
         for data in self.parser.feed(received):
             if data == b"[DONE]":
                 return
-            payload = _decode(data)
+            payload = decode_payload(data)
             if payload.get("error"):
                 error = payload["error"]
                 detail = error.get("message") if isinstance(error, dict) else error
@@ -438,21 +438,6 @@ def _end_of_stream(reader: SectionReader, started: float) -> SectionDone | Secti
         chunks=reader.seq,
         usage=reader.usage,
     )
-
-
-_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def _decode(data: bytes) -> dict[str, Any]:
-    """One chunk's JSON object, parsed by the C scanner without ``json.loads``' detours."""
-    try:
-        text = data.decode()
-        payload, end = _scan_json(text, 0)
-    except (UnicodeDecodeError, ValueError, StopIteration):
-        raise MalformedChunkError(data[:80]) from None
-    if not isinstance(payload, dict) or text[end:].strip():
-        raise MalformedChunkError(data[:80])
-    return payload
 
 
 class _Cancelled(Exception):
