@@ -27,7 +27,10 @@ import httpx
 import openai
 
 from backend_ai.app.rate_budget import build_rate_budget
-from backend_ai.app.services.parallel_streaming.batch import (
+from backend_ai.app.settings import Settings
+from backend_ai.batch_io import Defaults, InputReader, Journal, count_lines
+from backend_ai.errors import BackendAIError
+from backend_ai.streaming.batch import (
     BatchDone,
     BatchMode,
     BatchOptions,
@@ -36,11 +39,8 @@ from backend_ai.app.services.parallel_streaming.batch import (
     ErrorPolicy,
     ItemResult,
 )
-from backend_ai.app.services.parallel_streaming.executor import SectionExecutor
-from backend_ai.app.services.parallel_streaming.http_pool import PoolSettings, build_http_client
-from backend_ai.app.settings import Settings
-from backend_ai.batch_io import Defaults, InputReader, Journal, count_lines
-from backend_ai.errors import BackendAIError
+from backend_ai.streaming.executor import SectionExecutor
+from backend_ai.streaming.http_pool import PoolSettings, build_http_client
 
 __all__ = ["add_arguments", "run"]
 

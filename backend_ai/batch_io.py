@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend_ai.app.services.parallel_streaming.batch import BatchItem, ItemResult
-from backend_ai.app.services.parallel_streaming.config import StreamConfig
 from backend_ai.errors import ConfigError
+from backend_ai.streaming.batch import BatchItem, ItemResult
+from backend_ai.streaming.config import StreamConfig
 
 __all__ = ["BadLine", "InputReader", "Journal", "count_lines", "result_line"]
 

@@ -52,10 +52,10 @@ from load_test_streaming import Result, StreamChecker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend_ai.app.child_process import die_with_parent
 from backend_ai.app.redis_process import RedisProcess
-from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, TokenEstimate
-from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.app.settings import PRESET_NAMES, Settings
 from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming.budget import LocalRateBudget, TokenEstimate
+from backend_ai.streaming.redis_budget import RedisRateBudget
 from tests.support.process import free_port
 
 API_KEY = "sk-scaling-run"

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import openai
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     ParallelStreamManager,
     PoolSettings,

@@ -1,19 +1,6 @@
-"""The web application package.
+"""The Flask service: routes that stream runs of the engine (``backend_ai.streaming``) as SSE.
 
-``create_app`` is imported lazily so that ``backend_ai.app.services.parallel_streaming`` (the
-framework-agnostic engine) can be imported without importing Flask.
+The application factory is ``backend_ai.app.factory.create_app``. This package imports nothing
+on its own, so ``backend_ai.app.services.parallel_streaming`` (the engine's older import path)
+can be imported without Flask installed.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from backend_ai.app.factory import create_app
-
-        return create_app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,17 +25,17 @@ import openai
 from backend_ai.app.history import HistoryStore
 from backend_ai.app.metrics import ServiceMetrics
 from backend_ai.app.rate_budget import build_rate_budget
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.app.settings import Settings
+from backend_ai.errors import ConfigError
+from backend_ai.streaming import (
     HttpClientPool,
     Mode,
     ParallelStreamManager,
     RunOptions,
     SectionExecutor,
 )
-from backend_ai.app.services.parallel_streaming.batch import BatchOptions, BatchRunner
-from backend_ai.app.services.parallel_streaming.budget import PerModelRateBudget
-from backend_ai.app.settings import Settings
-from backend_ai.errors import ConfigError
+from backend_ai.streaming.batch import BatchOptions, BatchRunner
+from backend_ai.streaming.budget import PerModelRateBudget
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -20,10 +20,10 @@ from werkzeug.exceptions import HTTPException
 from backend_ai.app.access import AccessLog
 from backend_ai.app.blueprints import ALL as BLUEPRINTS
 from backend_ai.app.extension import BackendAI, get_state
-from backend_ai.app.services.parallel_streaming.upstream import redacted_traceback
 from backend_ai.app.settings import Settings
 from backend_ai.app.validation import RequestError
 from backend_ai.errors import ConfigError, LifecycleError
+from backend_ai.streaming.upstream import redacted_traceback
 
 __all__ = ["RECEIVED_AT_KEY", "create_app"]
 

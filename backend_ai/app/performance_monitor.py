@@ -6,7 +6,7 @@ import logging
 import time
 from types import TracebackType
 
-from backend_ai.app.services.parallel_streaming.stats import (
+from backend_ai.streaming.stats import (
     SectionRecord,
     StreamStats,
     default_stats,

@@ -22,14 +22,14 @@ from __future__ import annotations
 import httpx
 
 from backend_ai.app.metrics import ServiceMetrics
-from backend_ai.app.services.parallel_streaming.budget import (
+from backend_ai.app.settings import Settings
+from backend_ai.streaming.budget import (
     LocalRateBudget,
     PerModelRateBudget,
     RateBudget,
     TokenEstimator,
 )
-from backend_ai.app.services.parallel_streaming.redis_budget import RedisLink, RedisRateBudget
-from backend_ai.app.settings import Settings
+from backend_ai.streaming.redis_budget import RedisLink, RedisRateBudget
 
 __all__ = ["build_rate_budget"]
 

@@ -25,7 +25,6 @@ from backend_ai.app.prompts import (
     TAROT_SPREADS,
     SectionPrompt,
 )
-from backend_ai.app.services.parallel_streaming.config import PRESETS, StreamConfig
 from backend_ai.app.settings import MAX_COMPARE_MODELS, Settings
 from backend_ai.app.validation import (
     RequestError,
@@ -37,6 +36,7 @@ from backend_ai.app.validation import (
     sim_controls,
     stream_mode,
 )
+from backend_ai.streaming.config import PRESETS, StreamConfig
 
 __all__ = [
     "COMMON_FIELDS",

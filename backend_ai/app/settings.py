@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from backend_ai.app.services.parallel_streaming.executor import DEFAULT_MAX_WORKERS
-from backend_ai.app.services.parallel_streaming.http_pool import PoolSettings
 from backend_ai.errors import ConfigError
+from backend_ai.streaming.executor import DEFAULT_MAX_WORKERS
+from backend_ai.streaming.http_pool import PoolSettings
 
 __all__ = [
     "ENV_PREFIX",

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.history import HistoryRecord, SectionRecord
-from backend_ai.app.services.parallel_streaming import StreamConfig, encode_event
-from backend_ai.app.services.parallel_streaming.events import (
+from backend_ai.streaming import StreamConfig, encode_event
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     Event,

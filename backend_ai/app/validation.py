@@ -20,8 +20,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from backend_ai.app.services.parallel_streaming import Mode
 from backend_ai.errors import BackendAIError
+from backend_ai.streaming import Mode
 
 if TYPE_CHECKING:
     from flask import Request

@@ -37,7 +37,7 @@ from backend_ai.app.prompts import (
     TAROT_SECTION,
     SectionPrompt,
 )
-from backend_ai.app.services.parallel_streaming.config import PRESETS
+from backend_ai.streaming.config import PRESETS
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -32,7 +32,7 @@ class Section:
 
 def section_configs(sections: Sequence[Section]) -> list[Any]:
     """The engine's ``StreamConfig`` for each section (imported late: peers load alone)."""
-    from backend_ai.app.services.parallel_streaming import StreamConfig
+    from backend_ai.streaming import StreamConfig
 
     return [
         StreamConfig(

@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     Mode,
     ParallelStreamManager,

@@ -26,7 +26,7 @@ __all__ = ["SequentialLoop", "pooled_http_client"]
 
 def pooled_http_client(*, http2: bool = True) -> httpx.Client:
     """The engine's pooled client (HTTP/2 prior knowledge on cleartext, or HTTP/1.1)."""
-    from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
+    from backend_ai.streaming import PoolSettings, build_http_client
 
     return build_http_client(PoolSettings(http2=http2, http2_prior_knowledge=http2))
 

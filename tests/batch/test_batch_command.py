@@ -300,8 +300,8 @@ def test_rpm_keeps_the_command_within_the_upstream_budget(tmp_path, simulator, w
 def test_with_a_redis_url_the_command_waits_on_the_budget_the_service_shares(
     tmp_path, simulator, redis_server
 ):
-    from backend_ai.app.services.parallel_streaming.budget import Permit, TokenEstimate
-    from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
+    from backend_ai.streaming.budget import Permit, TokenEstimate
+    from backend_ai.streaming.redis_budget import RedisRateBudget
 
     window_s = 5.0
     input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"

@@ -21,21 +21,21 @@ from typing import Any
 import openai
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import (
     PoolSettings,
     SectionExecutor,
     StreamConfig,
     StreamStats,
     build_http_client,
 )
-from backend_ai.app.services.parallel_streaming.batch import (
+from backend_ai.streaming.batch import (
     BatchDone,
     BatchItem,
     BatchOptions,
     BatchRunner,
     ItemResult,
 )
-from backend_ai.simulator import SimulatorProcess
 
 PARALLEL = 64
 WALL_ITEMS = int(os.environ.get("BACKEND_AI_BENCH_BATCH_ITEMS", "320"))

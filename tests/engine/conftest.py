@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import (
     ParallelStreamManager,
     PoolSettings,
     RunOptions,
@@ -21,7 +22,6 @@ from backend_ai.app.services.parallel_streaming import (
     StreamStats,
     build_http_client,
 )
-from backend_ai.simulator import SimulatorProcess
 
 from .helpers import API_KEY, threads_in_run_section, wait_until
 

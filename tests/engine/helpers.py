@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     Event,
     Heartbeat,
@@ -21,7 +21,7 @@ from backend_ai.app.services.parallel_streaming import (
     SectionError,
     StreamConfig,
 )
-from backend_ai.app.services.parallel_streaming import worker as worker_module
+from backend_ai.streaming import worker as worker_module
 from tests.support.protocol import check_stream
 
 API_KEY = "sk-test-engine-4b1d9e0c7a52"

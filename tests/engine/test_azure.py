@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import (
     ContentChunk,
     ParallelStreamManager,
     SectionDone,
@@ -20,7 +21,6 @@ from backend_ai.app.services.parallel_streaming import (
     StreamStats,
     build_http_client,
 )
-from backend_ai.simulator import SimulatorProcess
 
 from .conftest import H2
 from .helpers import API_KEY, collect, ends, plain, texts

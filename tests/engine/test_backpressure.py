@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     ErrorCode,
     RunOptions,

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import StreamConfig
-from backend_ai.app.services.parallel_streaming.batch import (
+from backend_ai.errors import ConfigError
+from backend_ai.streaming import StreamConfig
+from backend_ai.streaming.batch import (
     BatchDone,
     BatchItem,
     BatchOptions,
@@ -20,8 +21,7 @@ from backend_ai.app.services.parallel_streaming.batch import (
     BatchStarted,
     ItemResult,
 )
-from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget
-from backend_ai.errors import ConfigError
+from backend_ai.streaming.budget import LocalRateBudget
 
 from .helpers import records_by_tag, threads_in_run_section, wait_until
 from .test_rate_budget import completion_records, max_in_any_window

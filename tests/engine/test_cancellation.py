@@ -14,7 +14,8 @@ from collections import Counter
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.errors import LifecycleError
+from backend_ai.streaming import (
     ContentChunk,
     ErrorCode,
     Heartbeat,
@@ -25,7 +26,6 @@ from backend_ai.app.services.parallel_streaming import (
     SectionExecutor,
     SectionStarted,
 )
-from backend_ai.errors import LifecycleError
 
 from .conftest import H1, H2
 from .helpers import assert_well_formed, collect, ends, plain, section, threads_in_run_section

@@ -8,7 +8,7 @@ import socket
 import openai
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ErrorCode,
     ParallelStreamManager,
     PoolSettings,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ConfigError,
     ContentChunk,
     ErrorCode,

@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.errors import LifecycleError
+from backend_ai.streaming import (
     ConfigError,
     ContentChunk,
     HttpClientPool,
@@ -26,10 +27,9 @@ from backend_ai.app.services.parallel_streaming import (
     close_http_client,
     get_http_client,
 )
-from backend_ai.app.services.parallel_streaming.cancel import CancelScope
-from backend_ai.app.services.parallel_streaming.transport import UpstreamTransport
-from backend_ai.app.services.parallel_streaming.upstream import iter_sse_data
-from backend_ai.errors import LifecycleError
+from backend_ai.streaming.cancel import CancelScope
+from backend_ai.streaming.transport import UpstreamTransport
+from backend_ai.streaming.upstream import iter_sse_data
 
 from .conftest import H1, H2
 from .helpers import assert_well_formed, collect, plain, section

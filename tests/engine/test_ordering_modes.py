@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     ErrorCode,
     Heartbeat,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     ParallelStreamManager,
     RunOptions,

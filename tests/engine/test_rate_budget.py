@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ErrorCode,
     ParallelStreamManager,
     RunOptions,
@@ -21,7 +21,7 @@ from backend_ai.app.services.parallel_streaming import (
     SectionError,
     build_http_client,
 )
-from backend_ai.app.services.parallel_streaming.budget import (
+from backend_ai.streaming.budget import (
     LocalRateBudget,
     PerModelRateBudget,
     TokenEstimator,

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ErrorCode,
     RateLimitFallback,
     RunOptions,

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.simulator import SimulatorProcess
+from backend_ai.simulator.text import count_prompt_tokens
+from backend_ai.streaming import (
     ContentChunk,
     ErrorCode,
     ParallelStreamManager,
@@ -21,8 +23,6 @@ from backend_ai.app.services.parallel_streaming import (
     StreamConfig,
     encode_event,
 )
-from backend_ai.simulator import SimulatorProcess
-from backend_ai.simulator.text import count_prompt_tokens
 
 from .helpers import collect, ends, plain, texts
 

@@ -8,7 +8,7 @@ import time
 import flask
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ConfigError,
     StreamConfig,
     create_parallel_stream,

@@ -6,7 +6,7 @@ import time
 
 import openai
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ErrorCode,
     Heartbeat,
     ParallelStreamManager,

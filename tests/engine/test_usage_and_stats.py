@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from backend_ai.app.performance_monitor import PerformanceTimer
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ParallelStreamManager,
     SectionDone,
     SectionError,

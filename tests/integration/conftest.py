@@ -18,12 +18,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from backend_ai.app import create_app
 from backend_ai.app.extension import get_state
+from backend_ai.app.factory import create_app
 from backend_ai.app.gunicorn_process import GunicornProcess
-from backend_ai.app.services.parallel_streaming import PoolSettings
 from backend_ai.app.settings import Settings
 from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import PoolSettings
 
 #: Must never appear in a response or a log line.
 SECRET_KEY = "sk-test-SECRET-0123456789abcdef"

@@ -13,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend_ai.app.metrics import ServiceMetrics
 from backend_ai.app.rate_budget import build_rate_budget
 from backend_ai.app.redis_process import RedisProcess
-from backend_ai.app.services.parallel_streaming import PoolSettings
-from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget
-from backend_ai.app.services.parallel_streaming.redis_budget import RedisRateBudget
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import PoolSettings
+from backend_ai.streaming.budget import LocalRateBudget
+from backend_ai.streaming.redis_budget import RedisRateBudget
 from tests.support.protocol import check_protocol
 from tests.support.sse import parse_frames
 

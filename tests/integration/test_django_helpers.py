@@ -12,7 +12,6 @@ from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponseBase
 from django.test import RequestFactory, override_settings
 
-from backend_ai.app.services.parallel_streaming import StreamConfig
 from backend_ai.errors import ConfigError
 from backend_ai.integrations.django import (
     close_service,
@@ -22,6 +21,7 @@ from backend_ai.integrations.django import (
     stream_response,
 )
 from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import StreamConfig
 from tests.support.protocol import check_protocol
 from tests.support.sse import parse_frames
 

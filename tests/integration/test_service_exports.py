@@ -44,13 +44,6 @@ def test_module_exports_exist(name: str) -> None:
     assert not missing
 
 
-def test_create_app_is_reexported_lazily() -> None:
-    import backend_ai.app as app_package
-    from backend_ai.app.factory import create_app
-
-    assert app_package.create_app is create_app
-
-
 def test_root_gunicorn_conf_is_the_packaged_one() -> None:
     from pathlib import Path
 

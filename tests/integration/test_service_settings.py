@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend_ai.app import create_app
 from backend_ai.app.extension import get_state
+from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 

@@ -24,15 +24,15 @@ from httpx_sse._decoders import SSEDecoder
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from backend_ai.app import create_app
 from backend_ai.app.extension import get_state
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.app.factory import create_app
+from backend_ai.app.settings import Settings
+from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import (
     format_sse,
     get_stream_performance_stats,
     reset_stream_performance_stats,
 )
-from backend_ai.app.settings import Settings
-from backend_ai.simulator import SimulatorProcess
 
 from .conftest import StartService
 from .helpers import CANARY_KEY, ScriptedUpstream, check_stream, http_response, parse_sse_body

@@ -28,8 +28,8 @@ import httpx
 import pytest
 from flask import Flask
 
-from backend_ai.app import create_app
 from backend_ai.app.extension import get_state
+from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
 

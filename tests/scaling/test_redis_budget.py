@@ -17,14 +17,14 @@ import pytest
 import redis
 
 from backend_ai.app.redis_process import RedisProcess
-from backend_ai.app.services.parallel_streaming.budget import (
+from backend_ai.streaming.budget import (
     Permit,
     PerModelRateBudget,
     TokenEstimate,
     TokenEstimator,
 )
-from backend_ai.app.services.parallel_streaming.events import TokenUsage
-from backend_ai.app.services.parallel_streaming.redis_budget import (
+from backend_ai.streaming.events import TokenUsage
+from backend_ai.streaming.redis_budget import (
     KEY_PREFIX,
     RedisLink,
     RedisRateBudget,

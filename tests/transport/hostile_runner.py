@@ -30,7 +30,7 @@ from typing import Any
 
 import openai
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ParallelStreamManager,
     PoolSettings,
     RunOptions,

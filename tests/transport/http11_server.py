@@ -16,7 +16,7 @@ from typing import NamedTuple
 import h11
 import httpx
 
-from backend_ai.app.services.parallel_streaming.http11 import (
+from backend_ai.streaming.http11 import (
     HTTP11Connection,
     ReleaseCallback,
     url_origin_key,

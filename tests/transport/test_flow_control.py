@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 from hostile_server import HostileServer, Peer
 
-from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
-from backend_ai.app.services.parallel_streaming.http2 import CONNECTION_WINDOW, STREAM_WINDOW
+from backend_ai.streaming import PoolSettings, build_http_client
+from backend_ai.streaming.http2 import CONNECTION_WINDOW, STREAM_WINDOW
 
 _PIECE = b"x" * 16_000
 

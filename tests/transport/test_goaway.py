@@ -20,7 +20,7 @@ import h2.events
 import pytest
 from hyperframe.frame import GoAwayFrame
 
-from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
+from backend_ai.streaming import PoolSettings, build_http_client
 
 
 class _GoawayServer:

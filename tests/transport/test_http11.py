@@ -31,8 +31,8 @@ from http11_server import (
     wait_for_eof,
 )
 
-from backend_ai.app.services.parallel_streaming.cancel import CancelScope
-from backend_ai.app.services.parallel_streaming.http11 import (
+from backend_ai.streaming.cancel import CancelScope
+from backend_ai.streaming.http11 import (
     ConnectionNotAvailable,
     HTTP11Connection,
     IdleConnections,

@@ -26,8 +26,8 @@ from http11_server import (
     wait_for_eof,
 )
 
-from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
-from backend_ai.app.services.parallel_streaming.cancel import CancelScope
+from backend_ai.streaming import PoolSettings, build_http_client
+from backend_ai.streaming.cancel import CancelScope
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from hostile_server import HostileServer, Peer, goaway_frame
 
-from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
-from backend_ai.app.services.parallel_streaming.cancel import CancelScope
-from backend_ai.app.services.parallel_streaming.http2 import _GoawayFilter
+from backend_ai.streaming import PoolSettings, build_http_client
+from backend_ai.streaming.cancel import CancelScope
+from backend_ai.streaming.http2 import _GoawayFilter
 
 
 def _client(**settings: object) -> httpx.Client:

@@ -16,8 +16,8 @@ import h11
 import pytest
 import trustme
 
-from backend_ai.app.services.parallel_streaming import PoolSettings, build_http_client
-from backend_ai.app.services.parallel_streaming.transport import UpstreamTransport
+from backend_ai.streaming import PoolSettings, build_http_client
+from backend_ai.streaming.transport import UpstreamTransport
 
 
 class _Http11TlsServer:

@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from backend_ai.app.services.parallel_streaming.budget import (
+from backend_ai.errors import ConfigError
+from backend_ai.streaming.budget import (
     ANY_MODEL,
     BudgetCancelled,
     BudgetTimeout,
@@ -21,8 +22,7 @@ from backend_ai.app.services.parallel_streaming.budget import (
     parse_duration,
     parse_rate_limit_headers,
 )
-from backend_ai.app.services.parallel_streaming.events import TokenUsage
-from backend_ai.errors import ConfigError
+from backend_ai.streaming.events import TokenUsage
 
 
 class Clock:
@@ -167,7 +167,7 @@ def test_acquire_waits_then_admits_and_is_cancellable_and_has_a_deadline():
 
 
 def test_estimator_counts_messages_and_max_tokens():
-    from backend_ai.app.services.parallel_streaming.config import StreamConfig
+    from backend_ai.streaming.config import StreamConfig
 
     estimator = TokenEstimator()
     config = StreamConfig("a", "x" * 40, max_tokens=50, system_prompt="y" * 8)

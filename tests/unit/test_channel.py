@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from backend_ai.app.services.parallel_streaming import ContentChunk, ErrorCode, StreamConfig
-from backend_ai.app.services.parallel_streaming.channel import RunChannel
-from backend_ai.app.services.parallel_streaming.worker import SectionState
+from backend_ai.streaming import ContentChunk, ErrorCode, StreamConfig
+from backend_ai.streaming.channel import RunChannel
+from backend_ai.streaming.worker import SectionState
 
 
 def _state(name: str = "s") -> SectionState:

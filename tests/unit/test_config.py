@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     PRESETS,
     ConfigError,
     Mode,
@@ -15,7 +15,7 @@ from backend_ai.app.services.parallel_streaming import (
     StreamConfig,
     optimize_stream_config,
 )
-from backend_ai.app.services.parallel_streaming.config import MAX_SECTIONS, validate_configs
+from backend_ai.streaming.config import MAX_SECTIONS, validate_configs
 
 
 def test_defaults_of_a_section():

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     ErrorCode,
     Event,

@@ -6,13 +6,13 @@ import threading
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.errors import LifecycleError
+from backend_ai.streaming import (
     ConfigError,
     SectionExecutor,
     get_section_executor,
     shutdown_section_executor,
 )
-from backend_ai.errors import LifecycleError
 
 
 def test_runs_work_on_named_threads():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     ErrorCode,
     Mode,
@@ -14,7 +14,7 @@ from backend_ai.app.services.parallel_streaming import (
     SectionError,
     SectionStarted,
 )
-from backend_ai.app.services.parallel_streaming.ordering import make_orderer
+from backend_ai.streaming.ordering import make_orderer
 
 SECTIONS = ("a", "b", "c")
 

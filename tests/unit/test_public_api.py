@@ -1,17 +1,18 @@
-"""The public names of the engine, and that importing it pulls in no web framework."""
+"""The engine's public names, its older import path, and the import rules between packages."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-import backend_ai.app.performance_monitor as performance_monitor
-import backend_ai.app.services.parallel_streaming as parallel_streaming
+import backend_ai.streaming as streaming
 from backend_ai.errors import BackendAIError, ConfigError, LifecycleError
+
+PACKAGE_ROOT = Path(streaming.__file__).resolve().parents[1]
 
 MISSION_NAMES = {
     "StreamConfig",
@@ -22,71 +23,92 @@ MISSION_NAMES = {
     "get_http_client",
 }
 
-ENGINE_MODULES = sorted(
-    f"{parallel_streaming.__name__}.{info.name}"
-    for info in pkgutil.iter_modules(parallel_streaming.__path__)
-)
+# What each package may not import: the engine is framework-free and knows nothing of the
+# service or the simulator; the simulator stands alone so it can play any upstream.
+FORBIDDEN_IMPORTS = {
+    "streaming": (
+        "backend_ai.app",
+        "backend_ai.simulator",
+        "backend_ai.integrations",
+        "flask",
+        "werkzeug",
+        "django",
+        "gunicorn",
+        "hypercorn",
+    ),
+    "simulator": (
+        "backend_ai.app",
+        "backend_ai.streaming",
+        "backend_ai.integrations",
+        "flask",
+        "django",
+    ),
+}
 
 
-def test_mission_names_are_exported():
-    assert set(parallel_streaming.__all__) >= MISSION_NAMES
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at any depth of the file (lazy imports included)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def violations(package: str) -> list[str]:
+    forbidden = FORBIDDEN_IMPORTS[package]
+    found = []
+    for path in sorted((PACKAGE_ROOT / package).rglob("*.py")):
+        for name in sorted(imported_modules(path)):
+            if any(name == bad or name.startswith(bad + ".") for bad in forbidden):
+                found.append(f"{path.relative_to(PACKAGE_ROOT)} imports {name}")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_IMPORTS))
+def test_package_keeps_to_its_layer(package: str) -> None:
+    assert violations(package) == []
+
+
+def test_the_import_rule_checker_sees_lazy_imports(tmp_path: Path) -> None:
+    source = tmp_path / "sample.py"
+    source.write_text("def f():\n    from backend_ai.app.factory import create_app\n")
+    assert "backend_ai.app.factory" in imported_modules(source)
+
+
+def test_mission_names_are_exported() -> None:
+    assert set(streaming.__all__) >= MISSION_NAMES
     for name in MISSION_NAMES:
-        assert callable(getattr(parallel_streaming, name))
+        assert callable(getattr(streaming, name))
 
 
-def test_every_exported_name_exists_once():
-    exported = parallel_streaming.__all__
-    assert len(exported) == len(set(exported))
-    for name in exported:
-        assert hasattr(parallel_streaming, name), name
+def test_older_import_path_reexports_the_public_api_and_nothing_else() -> None:
+    import backend_ai.app.services.parallel_streaming as older
+
+    public = {name for name in vars(older) if not name.startswith("_")}
+    assert public == set(streaming.__all__)
+    for name in streaming.__all__:
+        assert getattr(older, name) is getattr(streaming, name)
 
 
-def test_exported_names_are_the_whole_public_surface():
-    public = {
-        name
-        for name in vars(parallel_streaming)
-        if not name.startswith("_") and name not in {"annotations"}
-    }
-    submodules = {name.rsplit(".", 1)[1] for name in ENGINE_MODULES}
-    assert public - submodules == set(parallel_streaming.__all__)
-
-
-def test_performance_timer_is_exported():
-    assert performance_monitor.__all__ == ["PerformanceTimer"]
-    assert callable(performance_monitor.PerformanceTimer)
-
-
-def test_service_imports_stay_available():
-    from backend_ai.app.services.parallel_streaming.http_pool import (  # noqa: F401
-        HttpClientPool,
-        PoolSettings,
-    )
-
-
-@pytest.mark.parametrize("module_name", ENGINE_MODULES)
-def test_every_module_declares_all(module_name):
-    module = importlib.import_module(module_name)
-    assert isinstance(module.__all__, list)
-    for name in module.__all__:
-        assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
-
-
-def test_errors_share_one_root():
+def test_errors_share_one_root() -> None:
     assert issubclass(ConfigError, BackendAIError)
-    assert issubclass(ConfigError, ValueError)
     assert issubclass(LifecycleError, BackendAIError)
-    assert issubclass(LifecycleError, RuntimeError)
-    assert parallel_streaming.ConfigError is ConfigError
 
 
-def test_importing_the_engine_imports_no_flask_and_starts_nothing():
+def test_importing_the_engine_imports_no_framework_and_starts_nothing() -> None:
     code = (
-        "import sys, threading\n"
-        "import backend_ai.app.services.parallel_streaming as ps\n"
-        "import backend_ai.app.performance_monitor\n"
-        "from backend_ai.app.services.parallel_streaming import http_pool, executor\n"
-        "assert 'flask' not in sys.modules, 'flask imported'\n"
-        "assert 'werkzeug' not in sys.modules, 'werkzeug imported'\n"
+        "import sys, threading, pkgutil, importlib\n"
+        "import backend_ai.streaming as engine\n"
+        "import backend_ai.app.services.parallel_streaming\n"
+        "for info in pkgutil.iter_modules(engine.__path__):\n"
+        "    importlib.import_module(f'backend_ai.streaming.{info.name}')\n"
+        "from backend_ai.streaming import http_pool, executor\n"
+        "bad = {'flask', 'werkzeug', 'django', 'hypercorn'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
         "assert threading.active_count() == 1, threading.enumerate()\n"
         "assert http_pool._default_pool._client is None, 'client built at import'\n"
         "assert executor._default is None, 'executor built at import'\n"

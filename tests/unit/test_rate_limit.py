@@ -6,7 +6,7 @@ import email.utils
 
 import pytest
 
-from backend_ai.app.services.parallel_streaming.rate_limit import (
+from backend_ai.streaming.rate_limit import (
     DEFAULT_RETRY_WAIT_S,
     parse_retry_after,
     retry_wait_s,

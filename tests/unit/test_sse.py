@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     ContentChunk,
     ErrorCode,
     Heartbeat,
@@ -23,7 +23,7 @@ from backend_ai.app.services.parallel_streaming import (
     encode_event,
     format_sse,
 )
-from backend_ai.app.services.parallel_streaming.sse import HEARTBEAT_FRAME, encode_comment
+from backend_ai.streaming.sse import HEARTBEAT_FRAME, encode_comment
 from tests.support.sse import parse_sse
 
 HOSTILE = [

@@ -8,12 +8,12 @@ import threading
 import pytest
 
 from backend_ai.app.performance_monitor import PerformanceTimer
-from backend_ai.app.services.parallel_streaming import (
+from backend_ai.streaming import (
     StreamStats,
     get_stream_performance_stats,
     reset_stream_performance_stats,
 )
-from backend_ai.app.services.parallel_streaming.stats import SectionRecord, default_stats
+from backend_ai.streaming.stats import SectionRecord, default_stats
 
 
 def test_empty_stats():

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from backend_ai.app.services.parallel_streaming import ErrorCode
-from backend_ai.app.services.parallel_streaming.upstream import (
+from backend_ai.errors import MalformedChunkError, UpstreamStreamError
+from backend_ai.streaming import ErrorCode
+from backend_ai.streaming.upstream import (
     MAX_MESSAGE_CHARS,
     SSEDataParser,
     iter_sse_data,
     safe_message,
     translate_exception,
 )
-from backend_ai.errors import MalformedChunkError, UpstreamStreamError
 
 # -- iter_sse_data ---------------------------------------------------------------------------
 

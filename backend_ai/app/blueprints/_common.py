@@ -24,9 +24,9 @@ from backend_ai.app.runs import (
     preset_config,
     stream_request,
 )
-from backend_ai.app.services.parallel_streaming import StreamConfig
 from backend_ai.app.streaming import open_run, sse_response
 from backend_ai.app.validation import json_body
+from backend_ai.streaming import StreamConfig
 
 __all__ = [
     "COMMON_FIELDS",

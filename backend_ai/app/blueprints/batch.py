@@ -23,8 +23,10 @@ from flask import Blueprint, Response
 
 from backend_ai.app.blueprints._common import StreamRequest, parse
 from backend_ai.app.extension import ServiceState
-from backend_ai.app.services.parallel_streaming import StreamConfig, encode_event
-from backend_ai.app.services.parallel_streaming.batch import (
+from backend_ai.app.streaming import SSE_HEADERS
+from backend_ai.app.validation import RequestError, required_text
+from backend_ai.streaming import StreamConfig, encode_event
+from backend_ai.streaming.batch import (
     BatchDone,
     BatchItem,
     BatchMode,
@@ -32,10 +34,8 @@ from backend_ai.app.services.parallel_streaming.batch import (
     BatchStarted,
     ErrorPolicy,
 )
-from backend_ai.app.services.parallel_streaming.config import PRESETS
-from backend_ai.app.services.parallel_streaming.events import Event
-from backend_ai.app.streaming import SSE_HEADERS
-from backend_ai.app.validation import RequestError, required_text
+from backend_ai.streaming.config import PRESETS
+from backend_ai.streaming.events import Event
 
 __all__ = ["bp"]
 

@@ -13,9 +13,9 @@ from backend_ai import __version__
 from backend_ai.app.extension import get_state
 from backend_ai.app.metrics import CONTENT_TYPE_LATEST
 from backend_ai.app.prompts import TAROT_SPREADS
-from backend_ai.app.services.parallel_streaming import get_stream_performance_stats
 from backend_ai.app.settings import MAX_COMPARE_MODELS, SUGGESTED_COMPARE_MODELS
 from backend_ai.app.validation import RequestError
+from backend_ai.streaming import get_stream_performance_stats
 
 __all__ = ["bp"]
 

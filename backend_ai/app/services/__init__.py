@@ -1,1 +1,1 @@
-"""Framework-agnostic services used by the web layer."""
+"""Older import paths kept for code written against them; the engine is ``backend_ai.streaming``."""

@@ -21,11 +21,11 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHt
 from backend_ai.app.access import ACCESS_KEY
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.runs import RunPlan
-from backend_ai.app.services.parallel_streaming import StreamConfig
 from backend_ai.app.streaming import SSE_HEADERS, open_run, sse_body
 from backend_ai.app.validation import RequestError, check_json_mimetype, decode_json_object
 from backend_ai.errors import ConfigError, LifecycleError
 from backend_ai.integrations.django.service import get_service
+from backend_ai.streaming import StreamConfig
 
 __all__ = [
     "check_bearer_token",

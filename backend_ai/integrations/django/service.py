@@ -16,9 +16,9 @@ from typing import Any
 from django.conf import settings as django_settings
 
 from backend_ai.app.extension import ServiceState, build_state
-from backend_ai.app.services.parallel_streaming import PoolSettings
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
+from backend_ai.streaming import PoolSettings
 
 __all__ = ["SETTINGS_NAME", "close_service", "get_service", "settings_from_django"]
 

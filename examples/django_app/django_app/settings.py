@@ -12,8 +12,8 @@ import os
 
 from django.core.management.utils import get_random_secret_key
 
-from backend_ai.app.services.parallel_streaming import PoolSettings
 from backend_ai.app.settings import Settings
+from backend_ai.streaming import PoolSettings
 
 
 def _backend_ai_settings() -> Settings:

@@ -31,10 +31,11 @@ from typing import Any, cast
 import httpx
 import openai
 
-from backend_ai.app.services.parallel_streaming.cancel import CancelScope
-from backend_ai.app.services.parallel_streaming.channel import RunChannel
-from backend_ai.app.services.parallel_streaming.config import RunOptions, StreamConfig
-from backend_ai.app.services.parallel_streaming.events import (
+from backend_ai.errors import UpstreamStreamError
+from backend_ai.streaming.cancel import CancelScope
+from backend_ai.streaming.channel import RunChannel
+from backend_ai.streaming.config import RunOptions, StreamConfig
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     SectionDone,
@@ -42,23 +43,22 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionStarted,
     TokenUsage,
 )
-from backend_ai.app.services.parallel_streaming.http2 import Http2Stream
-from backend_ai.app.services.parallel_streaming.parsers import (
+from backend_ai.streaming.http2 import Http2Stream
+from backend_ai.streaming.parsers import (
     SectionReader,
     add_chat_reasoning,
     decode_payload,
     reader_for,
     responses_body,
 )
-from backend_ai.app.services.parallel_streaming.rate_limit import retry_wait_s
-from backend_ai.app.services.parallel_streaming.transport import UPSTREAM_STREAM, shutdown_response
-from backend_ai.app.services.parallel_streaming.upstream import (
+from backend_ai.streaming.rate_limit import retry_wait_s
+from backend_ai.streaming.transport import UPSTREAM_STREAM, shutdown_response
+from backend_ai.streaming.upstream import (
     SSEDataParser,
     redacted_traceback,
     safe_message,
     translate_exception,
 )
-from backend_ai.errors import UpstreamStreamError
 
 __all__ = ["RateLimited", "SectionState", "run_section"]
 

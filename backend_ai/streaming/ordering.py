@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from backend_ai.app.services.parallel_streaming.config import Mode
-from backend_ai.app.services.parallel_streaming.events import Event, SectionDone, SectionError
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.events import Event, SectionDone, SectionError
 
 __all__ = ["Orderer", "make_orderer"]
 

@@ -39,15 +39,16 @@ from typing import Any
 
 import openai
 
-from backend_ai.app.services.parallel_streaming.budget import Permit, RateBudget, config_model
-from backend_ai.app.services.parallel_streaming.channel import RunChannel
-from backend_ai.app.services.parallel_streaming.config import (
+from backend_ai.errors import LifecycleError
+from backend_ai.streaming.budget import Permit, RateBudget, config_model
+from backend_ai.streaming.channel import RunChannel
+from backend_ai.streaming.config import (
     Mode,
     RunOptions,
     StreamConfig,
     validate_configs,
 )
-from backend_ai.app.services.parallel_streaming.events import (
+from backend_ai.streaming.events import (
     ErrorCode,
     Event,
     Heartbeat,
@@ -57,19 +58,18 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionDone,
     SectionError,
 )
-from backend_ai.app.services.parallel_streaming.executor import (
+from backend_ai.streaming.executor import (
     SectionExecutor,
     get_section_executor,
 )
-from backend_ai.app.services.parallel_streaming.ordering import make_orderer
-from backend_ai.app.services.parallel_streaming.sse import encode_event
-from backend_ai.app.services.parallel_streaming.stats import (
+from backend_ai.streaming.ordering import make_orderer
+from backend_ai.streaming.sse import encode_event
+from backend_ai.streaming.stats import (
     SectionRecord,
     StreamStats,
     default_stats,
 )
-from backend_ai.app.services.parallel_streaming.worker import RateLimited, SectionState, run_section
-from backend_ai.errors import LifecycleError
+from backend_ai.streaming.worker import RateLimited, SectionState, run_section
 
 __all__ = ["ParallelStreamManager", "create_parallel_stream"]
 

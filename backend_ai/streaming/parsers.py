@@ -30,18 +30,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from backend_ai.app.services.parallel_streaming.config import StreamConfig
-from backend_ai.app.services.parallel_streaming.events import (
+from backend_ai.errors import IncompleteResponseError, MalformedChunkError, UpstreamStreamError
+from backend_ai.streaming.config import StreamConfig
+from backend_ai.streaming.events import (
     ContentChunk,
     ReasoningChunk,
     TokenUsage,
 )
-from backend_ai.app.services.parallel_streaming.upstream import SSEDataParser
-from backend_ai.errors import IncompleteResponseError, MalformedChunkError, UpstreamStreamError
+from backend_ai.streaming.upstream import SSEDataParser
 
 if TYPE_CHECKING:
-    from backend_ai.app.services.parallel_streaming.channel import RunChannel
-    from backend_ai.app.services.parallel_streaming.worker import SectionState
+    from backend_ai.streaming.channel import RunChannel
+    from backend_ai.streaming.worker import SectionState
 
 __all__ = [
     "ChatReasoningReader",

@@ -35,15 +35,15 @@ from typing import Any
 
 import httpx
 
-from backend_ai.app.services.parallel_streaming.cancel import CancelScope, register_cancel
-from backend_ai.app.services.parallel_streaming.connection_pool import ConnectionPool
-from backend_ai.app.services.parallel_streaming.http2 import (
+from backend_ai.streaming.cancel import CancelScope, register_cancel
+from backend_ai.streaming.connection_pool import ConnectionPool
+from backend_ai.streaming.http2 import (
     ConnectionLimits,
     Http2Stream,
     StreamRefused,
 )
-from backend_ai.app.services.parallel_streaming.http11 import ConnectionNotAvailable
-from backend_ai.app.services.parallel_streaming.sockets import OpenedSocket, Origin, tls_context
+from backend_ai.streaming.http11 import ConnectionNotAvailable
+from backend_ai.streaming.sockets import OpenedSocket, Origin, tls_context
 
 __all__ = ["UPSTREAM_STREAM", "CancelScope", "UpstreamTransport", "shutdown_response"]
 

@@ -50,14 +50,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from backend_ai.app.services.parallel_streaming.rate_limit import DEFAULT_RETRY_WAIT_S, retry_wait_s
 from backend_ai.errors import BackendAIError, ConfigError
+from backend_ai.streaming.rate_limit import DEFAULT_RETRY_WAIT_S, retry_wait_s
 
 if TYPE_CHECKING:
     import httpx
 
-    from backend_ai.app.services.parallel_streaming.config import StreamConfig
-    from backend_ai.app.services.parallel_streaming.events import TokenUsage
+    from backend_ai.streaming.config import StreamConfig
+    from backend_ai.streaming.events import TokenUsage
 
 __all__ = [
     "ANY_MODEL",

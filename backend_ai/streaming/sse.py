@@ -14,7 +14,7 @@ import json
 import re
 from json.encoder import encode_basestring_ascii
 
-from backend_ai.app.services.parallel_streaming.events import ContentChunk, Event, Heartbeat
+from backend_ai.streaming.events import ContentChunk, Event, Heartbeat
 
 __all__ = ["HEARTBEAT_FRAME", "encode_comment", "encode_event", "format_sse"]
 

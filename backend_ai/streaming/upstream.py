@@ -19,8 +19,8 @@ import httpx
 import httpx2
 import openai
 
-from backend_ai.app.services.parallel_streaming.events import ErrorCode
 from backend_ai.errors import IncompleteResponseError, MalformedChunkError, UpstreamStreamError
+from backend_ai.streaming.events import ErrorCode
 
 __all__ = [
     "MAX_MESSAGE_CHARS",

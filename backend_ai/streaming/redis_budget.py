@@ -44,7 +44,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from backend_ai.app.services.parallel_streaming.budget import (
+from backend_ai.errors import ConfigError
+from backend_ai.streaming.budget import (
     ANY_MODEL,
     LocalRateBudget,
     ObservedLimits,
@@ -54,8 +55,7 @@ from backend_ai.app.services.parallel_streaming.budget import (
     TokenEstimator,
     tighter_limit,
 )
-from backend_ai.app.services.parallel_streaming.rate_limit import DEFAULT_RETRY_WAIT_S
-from backend_ai.errors import ConfigError
+from backend_ai.streaming.rate_limit import DEFAULT_RETRY_WAIT_S
 
 __all__ = ["DEFAULT_REDIS_TIMEOUT_S", "KEY_PREFIX", "RedisLink", "RedisRateBudget", "key_part"]
 

@@ -25,14 +25,14 @@ from typing import TypeVar
 
 import httpx
 
-from backend_ai.app.services.parallel_streaming.http2 import (
+from backend_ai.streaming.http2 import (
     ConnectionLimits,
     Http2Connection,
     Http2Stream,
     RequestCancelled,
 )
-from backend_ai.app.services.parallel_streaming.http11 import HTTP11Connection, IdleConnections
-from backend_ai.app.services.parallel_streaming.sockets import OpenedSocket, Origin, open_socket
+from backend_ai.streaming.http11 import HTTP11Connection, IdleConnections
+from backend_ai.streaming.sockets import OpenedSocket, Origin, open_socket
 
 __all__ = ["ConnectionPool"]
 

@@ -2,7 +2,7 @@
 
 Public API (the import paths the README shows)::
 
-    from backend_ai.app.services.parallel_streaming import (
+    from backend_ai.streaming import (
         StreamConfig, ParallelStreamManager, create_parallel_stream,
         optimize_stream_config, get_stream_performance_stats, get_http_client,
     )
@@ -16,21 +16,22 @@ delivered whole as it finishes),
 HTTP/2 client with cancellable streams), ``executor`` (the shared thread pool), ``stats``.
 """
 
-from backend_ai.app.services.parallel_streaming.batch import (
+from backend_ai.errors import ConfigError
+from backend_ai.streaming.batch import (
     BatchItem,
     BatchOptions,
     BatchRunner,
     ItemResult,
 )
-from backend_ai.app.services.parallel_streaming.budget import LocalRateBudget, RateBudget
-from backend_ai.app.services.parallel_streaming.config import (
+from backend_ai.streaming.budget import LocalRateBudget, RateBudget
+from backend_ai.streaming.config import (
     PRESETS,
     Mode,
     RunOptions,
     StreamConfig,
     optimize_stream_config,
 )
-from backend_ai.app.services.parallel_streaming.events import (
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     Event,
@@ -44,29 +45,28 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionStarted,
     TokenUsage,
 )
-from backend_ai.app.services.parallel_streaming.executor import (
+from backend_ai.streaming.executor import (
     SectionExecutor,
     get_section_executor,
     shutdown_section_executor,
 )
-from backend_ai.app.services.parallel_streaming.http_pool import (
+from backend_ai.streaming.http_pool import (
     HttpClientPool,
     PoolSettings,
     build_http_client,
     close_http_client,
     get_http_client,
 )
-from backend_ai.app.services.parallel_streaming.manager import (
+from backend_ai.streaming.manager import (
     ParallelStreamManager,
     create_parallel_stream,
 )
-from backend_ai.app.services.parallel_streaming.sse import encode_event, format_sse
-from backend_ai.app.services.parallel_streaming.stats import (
+from backend_ai.streaming.sse import encode_event, format_sse
+from backend_ai.streaming.stats import (
     StreamStats,
     get_stream_performance_stats,
     reset_stream_performance_stats,
 )
-from backend_ai.errors import ConfigError
 
 __all__ = [
     "PRESETS",

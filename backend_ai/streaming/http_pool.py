@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from backend_ai.app.services.parallel_streaming.transport import UpstreamTransport
 from backend_ai.errors import ConfigError, LifecycleError
+from backend_ai.streaming.transport import UpstreamTransport
 
 __all__ = [
     "HttpClientPool",

@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from backend_ai.app.services.parallel_streaming.events import ContentChunk, ErrorCode
+from backend_ai.streaming.events import ContentChunk, ErrorCode
 
 if TYPE_CHECKING:
-    from backend_ai.app.services.parallel_streaming.worker import SectionState
+    from backend_ai.streaming.worker import SectionState
 
 __all__ = ["RunChannel"]
 

@@ -51,7 +51,7 @@ from typing import NamedTuple, Protocol
 import h11
 import httpx
 
-from backend_ai.app.services.parallel_streaming.cancel import register_cancel
+from backend_ai.streaming.cancel import register_cancel
 
 __all__ = [
     "ConnectionNotAvailable",

@@ -48,10 +48,11 @@ from typing import Any, ClassVar
 
 import openai
 
-from backend_ai.app.services.parallel_streaming.budget import Permit, RateBudget, config_model
-from backend_ai.app.services.parallel_streaming.channel import RunChannel
-from backend_ai.app.services.parallel_streaming.config import RunOptions, StreamConfig
-from backend_ai.app.services.parallel_streaming.events import (
+from backend_ai.errors import ConfigError, LifecycleError
+from backend_ai.streaming.budget import Permit, RateBudget, config_model
+from backend_ai.streaming.channel import RunChannel
+from backend_ai.streaming.config import RunOptions, StreamConfig
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     Event,
@@ -59,17 +60,16 @@ from backend_ai.app.services.parallel_streaming.events import (
     SectionError,
     TokenUsage,
 )
-from backend_ai.app.services.parallel_streaming.executor import (
+from backend_ai.streaming.executor import (
     SectionExecutor,
     get_section_executor,
 )
-from backend_ai.app.services.parallel_streaming.stats import (
+from backend_ai.streaming.stats import (
     SectionRecord,
     StreamStats,
     default_stats,
 )
-from backend_ai.app.services.parallel_streaming.worker import RateLimited, SectionState, run_section
-from backend_ai.errors import ConfigError, LifecycleError
+from backend_ai.streaming.worker import RateLimited, SectionState, run_section
 
 __all__ = [
     "BatchDone",
