@@ -90,6 +90,6 @@ def build_rate_budget(
 
     budget = PerModelRateBudget(window, on_close=None if link is None else link.close)
     http_client.event_hooks["response"].append(
-        budget.response_hook(cap_s=settings.max_retry_wait_s)
+        budget.response_hook(cap_s=settings.run.max_retry_wait_s)
     )
     return budget

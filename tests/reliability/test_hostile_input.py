@@ -29,6 +29,7 @@ from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.simulator import SimulatorProcess
 from backend_ai.streaming import (
+    RunOptions,
     format_sse,
     get_stream_performance_stats,
     reset_stream_performance_stats,
@@ -127,7 +128,7 @@ def app(simulator_server: SimulatorProcess) -> Iterator[Flask]:
             history_db_path=None,
             max_content_length=MAX_CONTENT_LENGTH,
             max_text_chars=MAX_TEXT_CHARS,
-            heartbeat_s=None,
+            run=RunOptions(heartbeat_s=None),
         )
     )
     yield app
@@ -225,7 +226,7 @@ def scripted_client(upstream: ScriptedUpstream) -> Iterator[FlaskClient]:
             openai_api_key=CANARY_KEY,
             openai_base_url=upstream.base_url,
             history_db_path=None,
-            heartbeat_s=None,
+            run=RunOptions(heartbeat_s=None),
         )
     )
     yield app.test_client()
