@@ -102,22 +102,22 @@ def flag(raw: str) -> bool:
     raise _Unreadable("a boolean (1/0, true/false, yes/no, on/off)")
 
 
-def seconds_or_off(raw: str) -> float | None:
-    if raw.lower() in OFF_WORDS:
-        return None
-    try:
-        return number(raw)
-    except _Unreadable:
-        raise _Unreadable("a number of seconds, or off") from None
+def _or_off(parse: Callable[[str], _T], what: str) -> Callable[[str], _T | None]:
+    """``parse``, or None for an off word (a limit that may be switched off)."""
+
+    def parse_or_off(raw: str) -> _T | None:
+        if raw.lower() in OFF_WORDS:
+            return None
+        try:
+            return parse(raw)
+        except _Unreadable:
+            raise _Unreadable(what) from None
+
+    return parse_or_off
 
 
-def integer_or_off(raw: str) -> int | None:
-    if raw.lower() in OFF_WORDS:
-        return None
-    try:
-        return integer(raw)
-    except _Unreadable:
-        raise _Unreadable("an integer, or off") from None
+seconds_or_off = _or_off(number, "a number of seconds, or off")
+integer_or_off = _or_off(integer, "an integer, or off")
 
 
 def path_or_off(raw: str) -> str | None:
