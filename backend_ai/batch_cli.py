@@ -224,16 +224,16 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """The service's settings from the environment (the upstream, ``BACKEND_AI_HTTP_*``, the
     budget's ``BACKEND_AI_RPM``, ``_TPM``, ``_BUDGET_WINDOW_S``, ``_REDIS_URL``, ...), with
     ``--rpm``, ``--tpm`` and ``--budget-window-s`` in place of theirs when given."""
-    overrides = {
+    budget = {
         name: value
         for name, value in (
             ("rpm", args.rpm),
             ("tpm", args.tpm),
-            ("budget_window_s", args.budget_window_s),
+            ("window_s", args.budget_window_s),
         )
         if value is not None
     }
-    return Settings.from_env(environ).with_overrides(overrides)
+    return Settings.from_env(environ).with_overrides({"budget": budget})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,21 +1,21 @@
 """The web service's configuration: one frozen record of nested, validated groups.
 
-``Settings`` holds what the service adds (upstream, requests, history, clients, batches, the
-rate budget) and nests the engine's own records rather than repeating their fields:
-``Settings.run`` is the engine's ``RunOptions`` (every run starts from it; each request picks
-its ``mode``) and ``Settings.http`` its ``PoolSettings``. Each setting therefore has one
-definition and one default, the record's.
+``Settings`` holds what the service adds (upstream, requests, history, clients, batches) and
+nests one record per concern rather than repeating their fields: ``Settings.run`` is the
+engine's ``RunOptions`` (every run starts from it; each request picks its ``mode``),
+``Settings.http`` the engine's ``PoolSettings``, ``Settings.budget`` the rate budget's
+``BudgetSettings``. Each setting therefore has one definition and one default, the record's.
 
 ``Settings.from_env()`` reads every variable through the engine's one reader
 (``backend_ai.streaming.environment``), from tables kept next to the records they fill:
-``SERVICE_VARIABLES`` and ``RUN_VARIABLES`` here; ``POOL_VARIABLES``, ``MAX_WORKERS_VARIABLE``
-and ``PRESET_MODEL_VARIABLES`` in the engine, which reads them itself when used without the
-service. ``VARIABLES`` lists them all with the setting each fills; a test holds the
-documentation to it. A bad value stops the process at start-up with a message naming the
-variable and what it accepts, instead of surfacing as a failed stream later.
+``SERVICE_VARIABLES``, ``RUN_VARIABLES`` and ``BUDGET_VARIABLES`` here; ``POOL_VARIABLES``,
+``MAX_WORKERS_VARIABLE`` and ``PRESET_MODEL_VARIABLES`` in the engine, which reads them itself
+when used without the service. ``VARIABLES`` lists them all with the setting each fills; a test
+holds the documentation to it. A bad value stops the process at start-up with a message naming
+the variable and what it accepts, instead of surfacing as a failed stream later.
 
-The secrets (``openai_api_key``, ``auth_token``, ``redis_url``) are kept out of ``repr`` and out
-of every error message, so a logged or printed ``Settings`` never carries them.
+The secrets (``openai_api_key``, ``auth_token``, ``budget.redis_url``) are kept out of ``repr``
+and out of every error message, so a logged or printed ``Settings`` never carries them.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from backend_ai.streaming.executor import DEFAULT_MAX_WORKERS, MAX_WORKERS_VARIA
 from backend_ai.streaming.http_pool import POOL_VARIABLES, PoolSettings
 
 __all__ = [
+    "BUDGET_VARIABLES",
     "ENV_PREFIX",
     "MAX_COMPARE_MODELS",
     "PRESET_NAMES",
@@ -42,6 +43,7 @@ __all__ = [
     "SERVICE_VARIABLES",
     "SUGGESTED_COMPARE_MODELS",
     "VARIABLES",
+    "BudgetSettings",
     "Settings",
 ]
 
@@ -53,15 +55,57 @@ SUGGESTED_COMPARE_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1-mini")
 #: The compare route's limit: up to nine models side by side, as the compare page lays them out.
 MAX_COMPARE_MODELS = 9
 
-#: The nested groups: the setting's name and the engine's record it holds.
-_GROUPS: Mapping[str, type[RunOptions] | type[PoolSettings]] = {
-    "run": RunOptions,
-    "http": PoolSettings,
-}
-
 
 def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetSettings:
+    """The rate budget: limits per model, and the Redis that shares them across processes.
+
+    With neither limits nor Redis there is no budget (the engine's 429 fallback alone).
+    """
+
+    #: Requests / tokens per minute for each model (None: no limit of ours).
+    rpm: int | None = None
+    tpm: int | None = None
+    #: The window ``rpm`` and ``tpm`` count in (a minute, as providers count; shorter in tests).
+    window_s: float = 60.0
+    #: How long a start counts beyond the window. The upstream counts a request when it arrives
+    #: there, the budget when it admits it; between the two lie a worker thread's turn, the
+    #: connection and the upstream's own queue, which grow with the load on both hosts, not
+    #: with the window. A start counting this much longer keeps the two windows apart when
+    #: those delays differ by up to this much between requests.
+    margin_s: float = 1.0
+    #: The Redis every process and host shares the budget through (may carry a password).
+    redis_url: str | None = field(default=None, repr=False)
+    redis_timeout_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        _check_int("rpm", self.rpm, minimum=1, allow_none=True)
+        _check_int("tpm", self.tpm, minimum=1, allow_none=True)
+        _check_seconds("window_s", self.window_s)
+        _check_seconds("margin_s", self.margin_s, allow_zero=True)
+        _check_seconds("redis_timeout_s", self.redis_timeout_s)
+        if self.redis_url is not None and not (
+            isinstance(self.redis_url, str)
+            and self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            # Never echo the value: it may hold a password.
+            raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.redis_url is not None
+
+
+#: The nested groups: the setting's name and the record it holds.
+_GROUPS: Mapping[str, type[RunOptions] | type[PoolSettings] | type[BudgetSettings]] = {
+    "run": RunOptions,
+    "http": PoolSettings,
+    "budget": BudgetSettings,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,27 +136,13 @@ class Settings:
     #: Section threads per process (the engine's bounded pool); sections beyond it wait their
     #: turn.
     max_workers: int = DEFAULT_MAX_WORKERS
-    #: Proactive rate budget shared by every run of the process (None: no limit of ours).
-    rpm: int | None = None
-    tpm: int | None = None
+    #: The proactive requests/tokens-per-minute budget shared by every run of the process.
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
 
     # Batches (``POST /batch/stream``)
     batch_max_items: int = 1000
     batch_max_item_chars: int = 4000
     batch_max_parallel: int = 8
-
-    # Rate budget (``rpm`` / ``tpm`` above), shared through Redis when ``redis_url`` is set
-    #: The window ``rpm`` and ``tpm`` count in (a minute, as providers count; shorter in tests).
-    budget_window_s: float = 60.0
-    #: How long a start counts beyond the window. The upstream counts a request when it arrives
-    #: there, the budget when it admits it; between the two lie a worker thread's turn, the
-    #: connection and the upstream's own queue, which grow with the load on both hosts, not
-    #: with the window. A start counting this much longer keeps the two windows apart when
-    #: those delays differ by up to this much between requests.
-    budget_margin_s: float = 1.0
-    #: The Redis every process and host shares the budget through (may carry a password).
-    redis_url: str | None = field(default=None, repr=False)
-    redis_timeout_s: float = 0.25
 
     # Requests
     max_text_chars: int = 4000
@@ -183,8 +213,6 @@ class Settings:
                 "run.mode is chosen by each request (its 'mode' field); leave it at its default"
             )
         _check_int("max_workers", self.max_workers, minimum=1)
-        _check_int("rpm", self.rpm, minimum=1, allow_none=True)
-        _check_int("tpm", self.tpm, minimum=1, allow_none=True)
         _check_int("batch_max_items", self.batch_max_items, minimum=1)
         _check_int("batch_max_item_chars", self.batch_max_item_chars, minimum=1)
         _check_int("batch_max_parallel", self.batch_max_parallel, minimum=1)
@@ -203,19 +231,6 @@ class Settings:
             )
         _check_int("history_max_rows", self.history_max_rows, minimum=1, allow_none=True)
         _check_seconds("send_timeout_s", self.send_timeout_s, allow_none=True)
-        _check_seconds("budget_window_s", self.budget_window_s)
-        _check_seconds("budget_margin_s", self.budget_margin_s, allow_zero=True)
-        _check_seconds("redis_timeout_s", self.redis_timeout_s)
-        if self.redis_url is not None and not (
-            isinstance(self.redis_url, str)
-            and self.redis_url.startswith(("redis://", "rediss://", "unix://"))
-        ):
-            # Never echo the value: it may hold a password.
-            raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
-
-    @property
-    def rate_budget_enabled(self) -> bool:
-        return self.rpm is not None or self.tpm is not None or self.redis_url is not None
 
     @property
     def history_enabled(self) -> bool:
@@ -224,8 +239,8 @@ class Settings:
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         """A copy with some fields replaced; unknown names are a ``ConfigError``.
 
-        A nested group (``run``, ``http``) may be given as a mapping of some of its fields,
-        which replace those fields only: ``{"run": {"heartbeat_s": 5}}``.
+        A nested group (``run``, ``http``, ``budget``) may be given as a mapping of some of its
+        fields, which replace those fields only: ``{"run": {"heartbeat_s": 5}}``.
         """
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
@@ -248,6 +263,7 @@ class Settings:
             env,
             run=environment.read(RunOptions, RUN_VARIABLES, env),
             http=PoolSettings.from_env(env),
+            budget=environment.read(BudgetSettings, BUDGET_VARIABLES, env),
             models={
                 name: environment.value(variable, PRESETS[name].model, env)
                 for name, variable in PRESET_MODEL_VARIABLES.items()
@@ -257,10 +273,12 @@ class Settings:
 
 
 def _where_it_lives(name: str) -> str:
-    """``name``, and the group with such a field when there is one (a flat name of old)."""
+    """``name``, and where such a setting lives when a group has it (``heartbeat_s`` is
+    ``run.heartbeat_s``, ``budget_window_s`` is ``budget.window_s``)."""
     for group, kind in _GROUPS.items():
-        if name in {f.name for f in fields(kind)}:
-            return f"{name} (it is {group}.{name})"
+        for candidate in (name, name.removeprefix(f"{group}_")):
+            if candidate in {f.name for f in fields(kind)}:
+                return f"{name} (it is {group}.{candidate})"
     return name
 
 
@@ -327,8 +345,6 @@ SERVICE_VARIABLES = (
     Variable("BACKEND_AI_SIM_DEFAULTS", "sim_defaults", environment.json_object),
     Variable("BACKEND_AI_COMPARE_MODELS", "compare_models", environment.comma_list),
     MAX_WORKERS_VARIABLE,
-    Variable("BACKEND_AI_RPM", "rpm", environment.integer),
-    Variable("BACKEND_AI_TPM", "tpm", environment.integer),
     Variable("BACKEND_AI_BATCH_MAX_ITEMS", "batch_max_items", environment.integer),
     Variable("BACKEND_AI_BATCH_MAX_ITEM_CHARS", "batch_max_item_chars", environment.integer),
     Variable("BACKEND_AI_BATCH_MAX_PARALLEL", "batch_max_parallel", environment.integer),
@@ -343,8 +359,14 @@ SERVICE_VARIABLES = (
     Variable("BACKEND_AI_HISTORY_MAX_ROWS", "history_max_rows", environment.integer_or_off),
     Variable("BACKEND_AI_SEND_TIMEOUT_S", "send_timeout_s", environment.seconds_or_off),
     Variable("BACKEND_AI_ACCESS_LOG", "access_log", environment.flag),
-    Variable("BACKEND_AI_BUDGET_WINDOW_S", "budget_window_s", environment.number),
-    Variable("BACKEND_AI_BUDGET_MARGIN_S", "budget_margin_s", environment.number),
+)
+
+#: The variables of ``Settings.budget``.
+BUDGET_VARIABLES = (
+    Variable("BACKEND_AI_RPM", "rpm", environment.integer),
+    Variable("BACKEND_AI_TPM", "tpm", environment.integer),
+    Variable("BACKEND_AI_BUDGET_WINDOW_S", "window_s", environment.number),
+    Variable("BACKEND_AI_BUDGET_MARGIN_S", "margin_s", environment.number),
     Variable("BACKEND_AI_REDIS_URL", "redis_url", secret=True),
     Variable("BACKEND_AI_REDIS_TIMEOUT_S", "redis_timeout_s", environment.number),
 )
@@ -355,5 +377,6 @@ VARIABLES: tuple[tuple[str, Variable], ...] = (
     *((v.field, v) for v in SERVICE_VARIABLES),
     *((f"run.{v.field}", v) for v in RUN_VARIABLES),
     *((f"http.{v.field}", v) for v in POOL_VARIABLES),
+    *((f"budget.{v.field}", v) for v in BUDGET_VARIABLES),
     *((f"models.{v.field}", v) for v in PRESET_MODEL_VARIABLES.values()),
 )

@@ -228,6 +228,9 @@ def test_a_nested_override_changes_only_the_fields_it_names() -> None:
     [
         ({"heartbeat_s": 5}, "unknown settings: heartbeat_s (it is run.heartbeat_s)"),
         ({"timeout_s": 5}, "unknown settings: timeout_s (it is http.timeout_s)"),
+        ({"rpm": 5}, "unknown settings: rpm (it is budget.rpm)"),
+        ({"budget_window_s": 5}, "unknown settings: budget_window_s (it is budget.window_s)"),
+        ({"budget": {"redis_url": "http://x"}}, "redis_url must start with redis://"),
         ({"run": {"heartbeat": 5}}, "unknown run settings: heartbeat"),
         ({"run": {"queue_size": 0}}, "queue_size must be at least 1, got 0"),
         ({"http": 20}, "http must be a PoolSettings"),
