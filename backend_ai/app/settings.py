@@ -327,9 +327,9 @@ def _check_seconds(
 #: The variables of ``Settings.run``: the limits every run of the service starts from.
 RUN_VARIABLES = (
     Variable("BACKEND_AI_MAX_PARALLEL", "max_parallel", environment.integer),
-    Variable("BACKEND_AI_DEADLINE_S", "deadline_s", environment.seconds_or_off),
-    Variable("BACKEND_AI_STALL_TIMEOUT_S", "stall_timeout_s", environment.seconds_or_off),
-    Variable("BACKEND_AI_HEARTBEAT_S", "heartbeat_s", environment.seconds_or_off),
+    Variable("BACKEND_AI_DEADLINE_S", "deadline_s", environment.number_or_off),
+    Variable("BACKEND_AI_STALL_TIMEOUT_S", "stall_timeout_s", environment.number_or_off),
+    Variable("BACKEND_AI_HEARTBEAT_S", "heartbeat_s", environment.number_or_off),
     Variable("BACKEND_AI_QUEUE_SIZE", "queue_size", environment.integer),
     Variable("BACKEND_AI_BACKPRESSURE_TIMEOUT_S", "backpressure_timeout_s", environment.number),
     Variable("BACKEND_AI_MAX_RETRY_WAIT_S", "max_retry_wait_s", environment.number),
@@ -355,9 +355,9 @@ SERVICE_VARIABLES = (
     # Blank, like off, keeps no history.
     Variable("BACKEND_AI_HISTORY_DB", "history_db_path", environment.path_or_off, blank=None),
     Variable("BACKEND_AI_HISTORY_QUEUE_SIZE", "history_queue_size", environment.integer),
-    Variable("BACKEND_AI_HISTORY_MAX_AGE_DAYS", "history_max_age_days", environment.seconds_or_off),
+    Variable("BACKEND_AI_HISTORY_MAX_AGE_DAYS", "history_max_age_days", environment.number_or_off),
     Variable("BACKEND_AI_HISTORY_MAX_ROWS", "history_max_rows", environment.integer_or_off),
-    Variable("BACKEND_AI_SEND_TIMEOUT_S", "send_timeout_s", environment.seconds_or_off),
+    Variable("BACKEND_AI_SEND_TIMEOUT_S", "send_timeout_s", environment.number_or_off),
     Variable("BACKEND_AI_ACCESS_LOG", "access_log", environment.flag),
 )
 

@@ -46,9 +46,9 @@ __all__ = [
     "integer_or_off",
     "json_object",
     "number",
+    "number_or_off",
     "path_or_off",
     "read",
-    "seconds_or_off",
     "text",
     "value",
 ]
@@ -116,7 +116,7 @@ def _or_off(parse: Callable[[str], _T], what: str) -> Callable[[str], _T | None]
     return parse_or_off
 
 
-seconds_or_off = _or_off(number, "a number of seconds, or off")
+number_or_off = _or_off(number, "a number, or off")
 integer_or_off = _or_off(integer, "an integer, or off")
 
 

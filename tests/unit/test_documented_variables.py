@@ -137,7 +137,7 @@ def sample(variable: Variable, default: Any) -> str:
         return str(default + 1 if default is not None else 3)
     if parse is environment.number:
         return str(default * 2)
-    if parse in (environment.seconds_or_off, environment.integer_or_off):
+    if parse in (environment.number_or_off, environment.integer_or_off):
         return "off" if default is not None else "7"
     if parse is environment.comma_list:
         return "a,b"
