@@ -4,6 +4,7 @@ kept out of repr and out of error messages."""
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -159,6 +160,13 @@ def test_bad_values_fail_with_the_variable_and_the_value_named(name: str, value:
         Settings.from_env({name: value})
     assert name in str(info.value)
     assert repr(value) in str(info.value)
+
+
+def test_the_error_docs_quote_is_the_real_one() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "SERVICE.md").read_text()
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"BACKEND_AI_QUEUE_SIZE": "0"})
+    assert f"for example `{info.value}`" in doc.replace("\n", " ")
 
 
 @pytest.mark.parametrize(
