@@ -47,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_test_streaming import Result, StreamChecker
+from load_test.client import Result, StreamChecker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend_ai.app.child_process import die_with_parent

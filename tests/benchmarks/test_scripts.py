@@ -7,6 +7,7 @@ import json
 import benchmark_streaming_performance as bench_script
 import load_test_streaming
 import pytest
+from load_test.client import Result, StreamChecker
 
 FAST_UPSTREAM = json.dumps({"ttft_ms": 30, "itl_ms": 3, "tokens": 15, "jitter": 0})
 
@@ -40,8 +41,8 @@ def test_load_test_spawns_and_verifies_every_chunk(tmp_path, capsys, server):
 
 
 def test_checker_counts_loss_duplicates_and_missing_done():
-    result = load_test_streaming.Result()
-    checker = load_test_streaming.StreamChecker(result, t0=0.0)
+    result = Result()
+    checker = StreamChecker(result, t0=0.0)
     for event in (
         {"type": "start"},
         {"type": "chunk", "section": "a", "seq": 0, "content": "x"},
