@@ -57,6 +57,7 @@ from backend_ai.simulator import SimulatorProcess
 from backend_ai.streaming.budget import LocalRateBudget, TokenEstimate
 from backend_ai.streaming.redis_budget import RedisRateBudget
 from tests.support.process import free_port
+from tests.support.service import service_env
 
 API_KEY = "sk-scaling-run"
 DREAM = "/dream/interpret-stream"
@@ -194,12 +195,9 @@ def run_phase(
 ) -> Phase:
     duration = args.windows * args.window_s
     phase = Phase(name=name, redis=redis_server is not None, duration_s=duration)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
-    env.update(
-        OPENAI_API_KEY=API_KEY,
-        OPENAI_BASE_URL=simulator.base_url,
-        BACKEND_AI_UPSTREAM_SIMULATOR="1",
-        BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE="1",
+    env = service_env(
+        simulator.base_url,
+        api_key=API_KEY,
         BACKEND_AI_HISTORY_DB="off",
         BACKEND_AI_RPM=str(args.rpm),
         BACKEND_AI_BUDGET_WINDOW_S=str(args.window_s),

@@ -32,6 +32,7 @@ import httpx
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from tests.support.process import free_port, machine_busy, process_tree_cpu_s
+from tests.support.service import service_env
 
 __all__ = [
     "SPAWN_PROFILE",
@@ -169,17 +170,19 @@ def spawn(
         _spawn_upstream(upstream, profile, upstream_cpu) as sim,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        env = {
-            **os.environ,
-            **(_engine_tree_env(engine_tree) if engine_tree is not None else {}),
-            "OPENAI_BASE_URL": sim.base_url,
-            "OPENAI_API_KEY": "sk-loadtest-dummy",
-            "BACKEND_AI_UPSTREAM_SIMULATOR": "1",
-            # The simulator speaks h2c; --upstream-http1 compares the HTTP/1.1 pool.
-            "BACKEND_AI_HTTP_HTTP2": "0" if upstream_http1 else "1",
-            "BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE": "0" if upstream_http1 else "1",
-            "BACKEND_AI_HISTORY_DB": str(Path(tmp) / "history.sqlite3"),
-        }
+        env = service_env(
+            sim.base_url,
+            api_key="sk-loadtest-dummy",
+            # The shell's BACKEND_AI_* settings reach the server: a run can try one out.
+            base={
+                **os.environ,
+                **(_engine_tree_env(engine_tree) if engine_tree is not None else {}),
+            },
+            # The upstream speaks h2c; --upstream-http1 compares the HTTP/1.1 pool.
+            BACKEND_AI_HTTP_HTTP2="0" if upstream_http1 else "1",
+            BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE="0" if upstream_http1 else "1",
+            BACKEND_AI_HISTORY_DB=str(Path(tmp) / "history.sqlite3"),
+        )
         log_path = log_file or Path(tmp) / "server.log"
         with log_path.open("w") as log:
             running: GunicornProcess | AsgiPeerServer
