@@ -19,7 +19,7 @@ from .report import markdown
 from .scenarios import SCENARIOS, timeline
 from .session import Bench
 
-__all__ = ["DESCRIPTION", "main"]
+__all__ = ["DESCRIPTION", "build_parser", "main"]
 
 DESCRIPTION = (
     "Side-by-side performance of backend_ai's engine and its peers, on one seeded simulator."
@@ -27,7 +27,7 @@ DESCRIPTION = (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchmark_streaming_performance.py", description=DESCRIPTION
     )
@@ -44,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeline", type=Path, help="timeline PNG (default docs/timeline.png)")
     parser.add_argument("--no-langchain", action="store_true", help="leave the LangChain peer out")
     parser.add_argument("--no-write", action="store_true", help="print only; write no file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
