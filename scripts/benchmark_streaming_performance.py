@@ -10,7 +10,7 @@ once, in turn). What it measures:
    slowest single section, measured alone in the same repeat); uneven sections (one slow,
    several fast) in ``interleaved`` and ``ordered`` modes;
 2. first event and first content chunk through the engine vs the simulator's TTFT, and first
-   byte / first chunk through ``backend-ai serve`` under gunicorn (the load-test client);
+   byte / first chunk through the service under gunicorn (the load-test client);
 3. CPU per chunk with chunks arriving in bursts (``scripts/peers/burst_upstream.py``) and via
    the simulator at ``itl_ms=0``: the engine for 1, 3, 9 sections, events and SSE frames,
    against the SDK's typed stream and its raw lines on the same client, and the peers;
@@ -26,6 +26,9 @@ and the chunk timeline picture (``--timeline``, default ``docs/timeline.png``; n
 
     python scripts/benchmark_streaming_performance.py            # full run, a few minutes
     python scripts/benchmark_streaming_performance.py --quick    # small profiles, < 1 minute
+
+The parts live in the ``benchmark`` package beside this file (profiles, session, scenarios,
+report, plot, machine, cli); this file is the command.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ The client is a small asyncio HTTP/1.1 + SSE reader on raw sockets (no HTTP libr
 path) so that it is not the bottleneck; its own CPU use is measured and reported.
 
 ``--spawn`` starts its own upstream simulator (fixed profile, no jitter, so the upstream TTFT is
-known and the service's overhead is first chunk - TTFT) and ``backend-ai serve`` under gunicorn
-pointed at it, and stops both at the end; ``--server asgi-peer`` spawns the asyncio peer app
-(``scripts/peers/asgi_app.py``) under an ASGI server instead, for comparison.
+known and the service's overhead is first chunk - TTFT) and the service under gunicorn
+(``GunicornProcess``, as ``backend-ai serve`` runs it) pointed at it, and stops both at the
+end; ``--server asgi-peer`` spawns the asyncio peer app (``scripts/peers/asgi_app.py``) under
+an ASGI server instead, for comparison.
 ``--upstream paced`` spawns ``scripts/peers/paced_upstream.py`` instead of the simulator: the
 same profile at a fraction of the simulator's CPU per chunk (``--upstream-cpu N`` pins it to
 core N), so that on a small machine the server's CPU per chunk is the server's, not a starved
@@ -28,6 +29,9 @@ same script, client and upstream.
     python scripts/load_test_streaming.py --url http://127.0.0.1:8000 --concurrent 10 --duration 30
     python scripts/load_test_streaming.py --spawn --upstream paced --sweep 20,40 --duration 20 \
         --engine-tree /tmp/tree-main --json /tmp/load-main.json
+
+The parts live in the ``load_test`` package beside this file (client, report, processes,
+sweep, cli); this file is the command.
 """
 
 from __future__ import annotations
