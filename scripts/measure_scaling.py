@@ -58,6 +58,7 @@ from backend_ai.streaming.budget import LocalRateBudget, TokenEstimate
 from backend_ai.streaming.redis_budget import RedisRateBudget
 from tests.support.process import free_port
 from tests.support.service import service_env
+from tests.support.sse import iter_data_events
 
 API_KEY = "sk-scaling-run"
 DREAM = "/dream/interpret-stream"
@@ -176,9 +177,9 @@ def _one_run(url: str, results: list[Result]) -> None:
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}"
             else:
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        checker.event(json.loads(line[5:]))
+                for event in iter_data_events(response):
+                    checker.event(event)
+                checker.finish()
     except httpx.HTTPError as exc:
         result.error = type(exc).__name__
     results.append(result)

@@ -4,7 +4,9 @@ Each virtual user holds one HTTP/1.1 connection (kept alive between its requests
 otherwise), POSTs the route's JSON payload and reads the SSE stream to its end, timing the
 first response byte, the first event, the first content chunk and the end. The client is a
 small HTTP/1.1 + SSE reader on raw sockets, no HTTP library on the hot path, so that it is not
-the bottleneck; ``run_load`` reports its own CPU time with the results.
+the bottleneck; ``run_load`` reports its own CPU time with the results. For the same reason it
+splits frames on bytes itself rather than through ``tests/support/sse.py``'s text reader, which
+asserts the framing line by line.
 
 ``StreamChecker`` feeds every event to the stream-protocol checker the tests use
 (``tests/support/protocol.py``) and copies its counts into the request's ``Result``.
