@@ -47,7 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load_test_streaming import Result, StreamChecker
+from load_test.client import Result, StreamChecker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend_ai.app.child_process import die_with_parent
@@ -57,6 +57,8 @@ from backend_ai.simulator import SimulatorProcess
 from backend_ai.streaming.budget import LocalRateBudget, TokenEstimate
 from backend_ai.streaming.redis_budget import RedisRateBudget
 from tests.support.process import free_port
+from tests.support.service import service_env
+from tests.support.sse import iter_data_events
 
 API_KEY = "sk-scaling-run"
 DREAM = "/dream/interpret-stream"
@@ -175,9 +177,9 @@ def _one_run(url: str, results: list[Result]) -> None:
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}"
             else:
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        checker.event(json.loads(line[5:]))
+                for event in iter_data_events(response):
+                    checker.event(event)
+                checker.finish()
     except httpx.HTTPError as exc:
         result.error = type(exc).__name__
     results.append(result)
@@ -194,12 +196,9 @@ def run_phase(
 ) -> Phase:
     duration = args.windows * args.window_s
     phase = Phase(name=name, redis=redis_server is not None, duration_s=duration)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
-    env.update(
-        OPENAI_API_KEY=API_KEY,
-        OPENAI_BASE_URL=simulator.base_url,
-        BACKEND_AI_UPSTREAM_SIMULATOR="1",
-        BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE="1",
+    env = service_env(
+        simulator.base_url,
+        api_key=API_KEY,
         BACKEND_AI_HISTORY_DB="off",
         BACKEND_AI_RPM=str(args.rpm),
         BACKEND_AI_BUDGET_WINDOW_S=str(args.window_s),

@@ -44,8 +44,10 @@ import h2.events
 
 from backend_ai.simulator import SimulatorProcess, run_simulator
 
-# The percentile is shared with the tests and the other scripts (``tests/support``).
+# The percentile and the process helpers are shared with the tests and the other scripts
+# (``tests/support``).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.process import process_tree_cpu_s
 from tests.support.stats import percentile
 
 __all__ = ["main"]
@@ -207,12 +209,6 @@ def _at(values: list[float], fraction: float) -> float:
     return value
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -260,10 +256,10 @@ def _measure(
 ) -> dict[str, float]:
     """One run of one level: client-side figures plus the simulator's own lateness."""
     sim.reset()
-    sim_cpu0, own_cpu0, t0 = _cpu_seconds(sim.pid), _own_cpu_seconds(), time.perf_counter()
+    sim_cpu0, own_cpu0, t0 = process_tree_cpu_s(sim.pid), _own_cpu_seconds(), time.perf_counter()
     traces = asyncio.run(_level(host, port, args.protocol, streams, args.tokens, args.ramp_s))
     wall = time.perf_counter() - t0
-    cpu = (_cpu_seconds(sim.pid) - sim_cpu0, _own_cpu_seconds() - own_cpu0)
+    cpu = (process_tree_cpu_s(sim.pid) - sim_cpu0, _own_cpu_seconds() - own_cpu0)
     row = _report(traces, args.ttft_ms / 1000, args.itl_ms / 1000, wall, cpu)
     stats = sim.stats(records=False)
     row["server_completed"] = stats["streams_completed"]

@@ -47,9 +47,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess, run_simulator
 
-# The protocol checker and the SSE reader are shared with the tests (``tests/support``).
+# The protocol checker, the SSE reader and the service's environment are shared with the tests
+# (``tests/support``).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.protocol import ProtocolChecker
+from tests.support.service import service_env
 from tests.support.sse import iter_data_events
 
 #: The upstream's timing: streams of about half a second, 20 % jitter (text does not depend
@@ -57,8 +59,6 @@ from tests.support.sse import iter_data_events
 SIM_PROFILE = {"ttft_ms": 30, "itl_ms": 10, "tokens": 40, "jitter": 0.2}
 STALL_TIMEOUT_S = 1.0
 SERVICE_ENV = {
-    "BACKEND_AI_UPSTREAM_SIMULATOR": "1",
-    "BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE": "1",
     "BACKEND_AI_HEARTBEAT_S": "0.5",
     "BACKEND_AI_STALL_TIMEOUT_S": str(STALL_TIMEOUT_S),
     "BACKEND_AI_DEADLINE_S": "30",
@@ -321,15 +321,14 @@ def settle(http: httpx.Client, url: str, sim: SimulatorProcess, timeout: float) 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BACKEND_AI_"))}
     with (
         tempfile.TemporaryDirectory(prefix="soak-") as tmp,
         run_simulator(**SIM_PROFILE) as sim,
     ):
-        env.update(
-            SERVICE_ENV,
-            OPENAI_API_KEY="sk-soak-not-a-real-key",
-            OPENAI_BASE_URL=sim.base_url,
+        env = service_env(
+            sim.base_url,
+            api_key="sk-soak-not-a-real-key",
+            **SERVICE_ENV,
             BACKEND_AI_HISTORY_DB=str(Path(tmp) / "history.sqlite3"),
         )
         log = open(Path(tmp) / "gunicorn.log", "w")  # noqa: SIM115 - closed below

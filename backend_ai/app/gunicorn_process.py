@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import signal
 import socket
@@ -73,10 +74,15 @@ class GunicornProcess:
         app: str = APP_SPEC,
         config: str | None = CONFIG_SPEC,
         listener: socket.socket | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> None:
         """``app`` and ``config`` default to the Flask service; another WSGI app (the Django
         example) passes its own, and ``config=None`` lets gunicorn read the
-        ``gunicorn.conf.py`` of its working directory (after ``--chdir``)."""
+        ``gunicorn.conf.py`` of its working directory (after ``--chdir``).
+
+        ``cwd`` is the child's working directory (default: ours). ``python -m gunicorn`` puts
+        it first on ``sys.path``, ahead of ``PYTHONPATH``, so serving another checkout's
+        ``backend_ai`` through ``PYTHONPATH`` needs a ``cwd`` that holds no ``backend_ai``."""
         self._host = host
         self._port = port
         #: An already bound socket (from ``listen``) to serve on instead of binding host:port;
@@ -93,6 +99,7 @@ class GunicornProcess:
             app,
         ]
         self._config = config
+        self._cwd = cwd
         self._env = dict(env) if env is not None else None
         self._output = output
         self._ready_timeout = ready_timeout
@@ -133,6 +140,7 @@ class GunicornProcess:
             self._proc = subprocess.Popen(
                 command,
                 env=self._env,
+                cwd=self._cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=None,  # gunicorn logs to stderr; stdout is left to the app
                 stderr=subprocess.PIPE,

@@ -25,14 +25,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# The child process plumbing is shared with the paced upstream (``scripts/`` on the path).
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peers.upstream_child import UpstreamChild, serve_as_child
 
 __all__ = ["BurstUpstream", "render_stream"]
 
@@ -185,69 +188,18 @@ def serve(port: int, on_ready: Callable[[int], None]) -> None:
         threading.Thread(target=_handle, args=(client,), daemon=True).start()
 
 
-class BurstUpstream:
+class BurstUpstream(UpstreamChild):
     """The server as a child process (its CPU is not the measured process's)."""
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def __enter__(self) -> BurstUpstream:
-        self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", "0"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError("burst upstream did not start")
-        self.port = int(json.loads(line)["port"])
-        return self
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def close(self) -> None:
-        """Stop the child and close its pipes; safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(Path(__file__).resolve())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8020)
     args = parser.parse_args(argv)
-
-    def announce(port: int) -> None:
-        print(json.dumps({"port": port}), flush=True)
-
-    # Stop with the parent: a closed stdin ends the process.
-    if not sys.stdin.isatty():
-
-        def exit_on_eof() -> None:
-            sys.stdin.read()
-            os._exit(0)
-
-        threading.Thread(target=exit_on_eof, daemon=True).start()
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(args.port, announce)
-    return 0
+    return serve_as_child(lambda announce: serve(args.port, announce))
 
 
 if __name__ == "__main__":

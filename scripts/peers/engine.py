@@ -98,6 +98,18 @@ class EnginePeer(Peer):
         """The raw event generator of one run (cancellation measurements close it)."""
         return self.manager.stream(self.prepare(sections))
 
+    def open_live(self, sections: Sequence[Section]) -> Any:
+        """A run read until every section has sent a chunk, so that every upstream stream is
+        open and streaming; the caller closes the generator (what cancellation measures)."""
+        events = self.open_stream(sections)
+        seen: set[str] = set()
+        for event in events:
+            if type(event) is ContentChunk:
+                seen.add(event.section)
+                if len(seen) == len(sections):
+                    break
+        return events
+
     def close(self) -> None:
         self.manager.close()
         self.client.close()

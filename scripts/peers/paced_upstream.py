@@ -34,9 +34,7 @@ import random
 import selectors
 import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,9 +45,12 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-# The percentile is shared with the tests and the other scripts (``tests/support``).
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.support.stats import percentile
+# The percentile is shared with the tests and the other scripts (``tests/support``); the child
+# process plumbing with the burst upstream (``scripts/`` on the path, for ``peers``).
+_HERE = Path(__file__).resolve()
+sys.path[:0] = [p for p in (str(_HERE.parents[2]), str(_HERE.parents[1])) if p not in sys.path]
+from peers.upstream_child import UpstreamChild, serve_as_child  # noqa: E402
+from tests.support.stats import percentile  # noqa: E402
 
 __all__ = ["PacedUpstream", "main"]
 
@@ -436,7 +437,7 @@ def serve(port: int, defaults: Mapping[str, float], on_ready: Callable[[int], No
     _Server(defaults).run(listener)
 
 
-class PacedUpstream:
+class PacedUpstream(UpstreamChild):
     """The server as a child process (its CPU is not the measured process's)."""
 
     def __init__(
@@ -448,36 +449,9 @@ class PacedUpstream:
         jitter: float = 0.2,
         cpu: int | None = None,
     ) -> None:
-        self._args = [
-            f"--ttft-ms={ttft_ms}",
-            f"--itl-ms={itl_ms}",
-            f"--tokens={tokens}",
-            f"--jitter={jitter}",
-        ] + ([f"--cpu={cpu}"] if cpu is not None else [])
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def __enter__(self) -> PacedUpstream:
-        self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port=0", *self._args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError("paced upstream did not start")
-        self.port = int(json.loads(line)["port"])
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        args = [f"--ttft-ms={ttft_ms}", f"--itl-ms={itl_ms}", f"--tokens={tokens}"]
+        args += [f"--jitter={jitter}"] + ([f"--cpu={cpu}"] if cpu is not None else [])
+        super().__init__(Path(__file__).resolve(), args)
 
     def _control(self, method: str, path: str) -> Any:
         import httpx
@@ -493,25 +467,6 @@ class PacedUpstream:
 
     def reset(self) -> None:
         self._control("POST", "/reset")
-
-    def close(self) -> None:
-        """Stop the child and close its pipes; safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,21 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "jitter": args.jitter,
         "seed": args.seed,
     }
-
-    def announce(port: int) -> None:
-        print(json.dumps({"port": port}), flush=True)
-
-    # Stop with the parent: a closed stdin ends the process.
-    if not sys.stdin.isatty():
-
-        def exit_on_eof() -> None:
-            sys.stdin.read()
-            os._exit(0)
-
-        threading.Thread(target=exit_on_eof, daemon=True).start()
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(args.port, defaults, announce)
-    return 0
+    return serve_as_child(lambda announce: serve(args.port, defaults, announce))
 
 
 if __name__ == "__main__":

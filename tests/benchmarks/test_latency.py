@@ -37,13 +37,7 @@ def test_first_event_comes_before_any_upstream_token(benchmark, engine):
 def test_closing_the_run_closes_every_upstream_stream(simulator: SimulatorProcess, http2):
     sections = sim_sections(9, {"ttft_ms": 10, "itl_ms": 10, "tokens": 2000, "jitter": 0})
     with EnginePeer(simulator.base_url, http2=http2) as peer:
-        events = peer.open_stream(sections)
-        seen: set[str] = set()
-        for event in events:
-            if event.type == "chunk":
-                seen.add(event.section)
-                if len(seen) == len(sections):
-                    break
+        events = peer.open_live(sections)
         closed_at = time.time()
         events.close()
         stats = simulator.wait_for_stats(lambda s: len(s["disconnects"]) >= 9, timeout=10.0)

@@ -3,12 +3,102 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import benchmark_streaming_performance as bench_script
 import load_test_streaming
 import pytest
+from benchmark.cli import build_parser as benchmark_parser
+from load_test.cli import build_parser as load_test_parser
+from load_test.client import Result, StreamChecker
 
+ROOT = Path(__file__).resolve().parents[2]
 FAST_UPSTREAM = json.dumps({"ttft_ms": 30, "itl_ms": 3, "tokens": 15, "jitter": 0})
+
+# The command lines the documentation, CI and earlier results were written with, option by
+# option, as the scripts accepted them before they became thin entry points to packages.
+BENCHMARK_USAGE = (
+    "usage: benchmark_streaming_performance.py [-h] [--quick] [--repeats REPEATS] "
+    "[--only {fanout,ttfb,service,merge_cost,http,peers,timeline}] [--output OUTPUT] "
+    "[--markdown MARKDOWN] [--timeline TIMELINE] [--no-langchain] [--no-write]"
+)
+BENCHMARK_DEFAULTS = {
+    "markdown": None,
+    "no_langchain": False,
+    "no_write": False,
+    "only": None,
+    "output": None,
+    "quick": False,
+    "repeats": None,
+    "timeline": None,
+}
+LOAD_TEST_USAGE = (
+    "usage: load_test_streaming.py [-h] [--url URL] [--route {compare,dream,iching,tarot}] "
+    "[--payload PAYLOAD] [--concurrent CONCURRENT] [--requests REQUESTS | --duration DURATION] "
+    "[--timeout TIMEOUT] [--no-keepalive] [--upstream-ttft-ms UPSTREAM_TTFT_MS] [--spawn] "
+    "[--server {backend,asgi-peer}] [--workers WORKERS] [--asgi-server {auto,uvicorn,hypercorn}] "
+    "[--threads THREADS] [--sim SIM] [--sweep SWEEP] [--capacity-ms CAPACITY_MS] "
+    "[--server-log SERVER_LOG] [--upstream-http1] [--upstream {simulator,paced}] "
+    "[--upstream-cpu UPSTREAM_CPU] [--engine-tree ENGINE_TREE] [--json JSON] [--quiet]"
+)
+LOAD_TEST_DEFAULTS = {
+    "asgi_server": "auto",
+    "capacity_ms": 50.0,
+    "concurrent": 10,
+    "duration": None,
+    "engine_tree": None,
+    "json": None,
+    "no_keepalive": False,
+    "payload": None,
+    "quiet": False,
+    "requests": None,
+    "route": "dream",
+    "server": "backend",
+    "server_log": None,
+    "sim": None,
+    "spawn": False,
+    "sweep": None,
+    "threads": 32,
+    "timeout": 120.0,
+    "upstream": "simulator",
+    "upstream_cpu": None,
+    "upstream_http1": False,
+    "upstream_ttft_ms": None,
+    "url": "http://127.0.0.1:8000",
+    "workers": 2,
+}
+
+
+@pytest.mark.parametrize(
+    ("script", "usage"),
+    [
+        ("benchmark_streaming_performance.py", BENCHMARK_USAGE),
+        ("load_test_streaming.py", LOAD_TEST_USAGE),
+    ],
+)
+def test_entry_points_keep_their_command_lines(script, usage):
+    """``python scripts/<script> --help`` run as documented, from the repository root."""
+    out = subprocess.run(
+        [sys.executable, f"scripts/{script}", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert " ".join(out.split("\n\n")[0].split()) == usage
+
+
+@pytest.mark.parametrize(
+    ("parser", "defaults"),
+    [(benchmark_parser, BENCHMARK_DEFAULTS), (load_test_parser, LOAD_TEST_DEFAULTS)],
+    ids=["benchmark", "load_test"],
+)
+def test_entry_points_keep_their_defaults(parser, defaults):
+    assert vars(parser().parse_args([])) == defaults
 
 
 @pytest.mark.slow
@@ -39,9 +129,48 @@ def test_load_test_spawns_and_verifies_every_chunk(tmp_path, capsys, server):
     assert summary["first_chunk_overhead"]["p50_ms"] is not None
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_engine_tree_serves_the_other_trees_package(tmp_path, monkeypatch):
+    """``--engine-tree`` for A/B runs: the spawned gunicorn imports ``backend_ai`` from that
+    directory, not from this checkout, even when run from the repository root."""
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        ROOT / "backend_ai", tree / "backend_ai", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    marks = tmp_path / "imported-by"
+    # The copy, and only the copy, says which processes imported it.
+    with (tree / "backend_ai" / "__init__.py").open("a") as init:
+        init.write(
+            "\nimport os as _os, sys as _sys\n"
+            "with open(_os.environ['ENGINE_TREE_MARKS'], 'a') as _marks:\n"
+            "    _marks.write(' '.join(_sys.argv) + '\\n')\n"
+        )
+    monkeypatch.setenv("ENGINE_TREE_MARKS", str(marks))
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "load.json"
+    code = load_test_streaming.main(
+        [
+            "--spawn",
+            f"--engine-tree={tree}",
+            "--workers=1",
+            "--concurrent=2",
+            "--requests=2",
+            f"--sim={FAST_UPSTREAM}",
+            f"--json={out}",
+            "--quiet",
+        ]
+    )
+    summary = json.loads(out.read_text())
+    assert code == 0
+    assert summary["ok"] == 2
+    assert summary["engine_path"] == str(tree / "backend_ai")
+    assert any("gunicorn" in line for line in marks.read_text().splitlines())
+
+
 def test_checker_counts_loss_duplicates_and_missing_done():
-    result = load_test_streaming.Result()
-    checker = load_test_streaming.StreamChecker(result, t0=0.0)
+    result = Result()
+    checker = StreamChecker(result, t0=0.0)
     for event in (
         {"type": "start"},
         {"type": "chunk", "section": "a", "seq": 0, "content": "x"},

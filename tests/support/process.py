@@ -1,5 +1,5 @@
-"""Process helpers of the tests and scripts: a free loopback port, and a process tree read from
-``/proc`` (its members, and the CPU seconds they have used)."""
+"""Process helpers of the tests and scripts: a free loopback port, a process tree read from
+``/proc`` (its members, and the CPU seconds they have used), and the machine's busy time."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["descendants", "free_port", "process_tree_cpu_s"]
+__all__ = ["descendants", "free_port", "machine_busy", "process_tree_cpu_s"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -60,3 +60,14 @@ def process_tree_cpu_s(root: int) -> float:
     """CPU seconds (user + system) of ``root`` and all its live descendants."""
     table = _processes()
     return sum(table[pid][1] for pid in _tree(root, table) | {root} if pid in table)
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every core, from ``/proc/stat``.
+
+    Two readings around a measurement tell how much else ran on the machine meanwhile.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / _CLOCK_TICKS, total / _CLOCK_TICKS
