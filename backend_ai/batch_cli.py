@@ -21,9 +21,9 @@ import signal
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-import httpx
+import httpx2
 import openai
 
 from backend_ai.app.rate_budget import build_rate_budget
@@ -199,7 +199,7 @@ def _say(text: str) -> None:
 
 def _client(
     environ: dict[str, str], stack: contextlib.ExitStack
-) -> tuple[openai.OpenAI, httpx.Client]:
+) -> tuple[openai.OpenAI, httpx2.Client]:
     settings = PoolSettings.from_env(environ)
     key = environ.get("OPENAI_API_KEY", "").strip() or None
     base_url = environ.get("OPENAI_BASE_URL", "").strip() or None
@@ -215,7 +215,7 @@ def _client(
     client = openai.OpenAI(
         api_key=key or "sk-no-key-needed",
         base_url=base_url or _OPENAI_URL,
-        http_client=cast(Any, http_client),
+        http_client=http_client,
         max_retries=0,
     )
     stack.callback(client.close)

@@ -19,7 +19,7 @@ budget here, so a batch and the service given the same Redis share one budget.
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 
 from backend_ai.app.metrics import ServiceMetrics
 from backend_ai.app.settings import Settings
@@ -37,7 +37,7 @@ __all__ = ["build_rate_budget"]
 def build_rate_budget(
     settings: Settings,
     metrics: ServiceMetrics | None,
-    http_client: httpx.Client,
+    http_client: httpx2.Client,
     *,
     upstream: str,
 ) -> PerModelRateBudget | None:

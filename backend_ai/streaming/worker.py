@@ -26,9 +26,9 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import httpx
+import httpx2
 import openai
 
 from backend_ai.errors import UpstreamStreamError
@@ -137,7 +137,7 @@ def _request(config: StreamConfig, options: RunOptions) -> tuple[str, dict[str, 
 
 def _open_stream(
     client: openai.OpenAI, body: dict[str, Any], path: str = "/chat/completions"
-) -> httpx.Response:
+) -> httpx2.Response:
     """Send the chat-completion request and return its unread streaming response.
 
     Through the SDK's generic ``post`` — its base URL, auth, headers, timeouts and typed errors
@@ -145,11 +145,7 @@ def _open_stream(
     their TypedDicts, which is a third of the SDK's cost per request: a run's sections build
     their requests at the same moment under one GIL, so that cost delays every first token.
     """
-    response_type = cast(Any, httpx.Response)  # the SDK is typed for httpx2; both work
-    return cast(
-        httpx.Response,
-        client.post(path, cast_to=response_type, body=body, stream=True),
-    )
+    return client.post(path, cast_to=httpx2.Response, body=body, stream=True)
 
 
 def _usage(raw: Any) -> TokenUsage | None:
@@ -255,7 +251,7 @@ class _SectionSink:
         channel: RunChannel,
         options: RunOptions,
         secrets: tuple[str, ...],
-        response: httpx.Response,
+        response: httpx2.Response,
     ) -> None:
         self._lock = threading.RLock()
         self._reader = reader
