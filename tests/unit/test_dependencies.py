@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from backend_ai.cli import SUBCOMMANDS
-from tests.test_readme import _usage_example
+from tests.test_readme import run_usage_example
 
 from .test_public_api import PACKAGE_ROOT, imported_modules
 
@@ -55,13 +55,7 @@ def test_the_package_is_built_on_one_http_stack() -> None:
 
 
 def test_readme_usage_example_needs_only_the_engine_and_the_simulator() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", blocking(NOT_FOR_THE_ENGINE, _usage_example())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_usage_example(prelude=blocking(NOT_FOR_THE_ENGINE, ""))
     assert result.returncode == 0, result.stderr[-2000:]
     frames = [f for f in result.stdout.split("\n\n") if f.strip()]
     done = json.loads(frames[-1].removeprefix("data: "))
