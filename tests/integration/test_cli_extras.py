@@ -8,6 +8,7 @@ simulated for real in a child interpreter (``sys.modules[name] = None``: importi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,3 +116,26 @@ def test_the_service_streams_without_redis_tqdm_or_httpx_installed(
     texts = check_protocol(parse_frames(result.stdout))
     assert len(texts) == 3, texts
     assert all(texts.values()), texts
+
+
+def test_the_batch_command_runs_without_the_service_installed(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    """``[batch]`` has no Flask, gunicorn, Prometheus client or redis: a run needs none."""
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = [f"item-{n}" for n in range(3)]
+    source.write_text("".join(json.dumps({"id": i, "prompt": f"Say {i}."}) + "\n" for i in ids))
+    env = clean_environment()
+    env.update(
+        OPENAI_API_KEY="sk-test-extras",
+        OPENAI_BASE_URL=simulator.base_url,
+        BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE="1",
+    )
+    service = ["flask", "werkzeug", "gunicorn", "prometheus_client", "redis", "httpx", "httpcore"]
+    argv = ["batch", str(source), "-o", str(output)]
+    code = f"from backend_ai.cli import main\nsys.exit(main({argv!r}))\n"
+    result = run_blocked(service, code, env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["id"] for r in results) == ids
+    assert [r["error"] for r in results] == [None] * len(ids)
