@@ -21,7 +21,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import httpx2
 import openai
@@ -215,7 +215,7 @@ def _client(
     client = openai.OpenAI(
         api_key=key or "sk-no-key-needed",
         base_url=base_url or _OPENAI_URL,
-        http_client=http_client,
+        http_client=cast(Any, http_client),
         max_retries=0,
     )
     stack.callback(client.close)

@@ -19,23 +19,21 @@ budget here, so a batch and the service given the same Redis share one budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx2
 
 from backend_ai.app.settings import Settings
-from backend_ai.errors import ConfigError
 from backend_ai.streaming.budget import (
     LocalRateBudget,
     PerModelRateBudget,
     RateBudget,
     TokenEstimator,
 )
+from backend_ai.streaming.redis_budget import RedisLink, RedisRateBudget
 
 if TYPE_CHECKING:  # the batch command builds a budget without the service's metrics installed
     from backend_ai.app.metrics import ServiceMetrics
-    from backend_ai.streaming.redis_budget import RedisLink, RedisRateBudget
 
 __all__ = ["build_rate_budget"]
 
@@ -65,51 +63,37 @@ def build_rate_budget(
             metrics.budget_redis_fallbacks.inc()
         metrics.budget_redis_down.set(1 if down else 0)
 
-    def local_window(model: str, estimator: TokenEstimator) -> RateBudget:
-        return LocalRateBudget(
-            settings.rpm, settings.tpm, window_s=window_s, margin_s=margin_s, estimator=estimator
-        )
-
-    window: Callable[[str, TokenEstimator], RateBudget] = local_window
-    link = None
-    if settings.redis_url is not None:
-        link_class, shared_budget_class = _redis_budget_classes()
-        # One connection for the windows of every model: an outage is seen and said once.
-        shared = link = link_class(
+    # One connection for the windows of every model: an outage is seen and said once.
+    link = (
+        None
+        if settings.redis_url is None
+        else RedisLink(
             settings.redis_url, socket_timeout_s=settings.redis_timeout_s, on_fallback=on_fallback
         )
+    )
 
-        def shared_window(model: str, estimator: TokenEstimator) -> RateBudget:
-            return shared_budget_class(
-                shared,
-                upstream=upstream,
-                model=model,
-                rpm=settings.rpm,
-                tpm=settings.tpm,
+    def window(model: str, estimator: TokenEstimator) -> RateBudget:
+        if link is None:
+            return LocalRateBudget(
+                settings.rpm,
+                settings.tpm,
                 window_s=window_s,
                 margin_s=margin_s,
                 estimator=estimator,
             )
-
-        window = shared_window
+        return RedisRateBudget(
+            link,
+            upstream=upstream,
+            model=model,
+            rpm=settings.rpm,
+            tpm=settings.tpm,
+            window_s=window_s,
+            margin_s=margin_s,
+            estimator=estimator,
+        )
 
     budget = PerModelRateBudget(window, on_close=None if link is None else link.close)
     http_client.event_hooks["response"].append(
         budget.response_hook(cap_s=settings.max_retry_wait_s)
     )
     return budget
-
-
-def _redis_budget_classes() -> tuple[type[RedisLink], type[RedisRateBudget]]:
-    """The shared budget's classes, imported only when Redis is asked for: ``redis`` is an
-    extra, and the service runs without it when ``BACKEND_AI_REDIS_URL`` is unset."""
-    try:
-        from backend_ai.streaming.redis_budget import RedisLink, RedisRateBudget
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] != "redis":
-            raise
-        raise ConfigError(
-            "BACKEND_AI_REDIS_URL is set but the redis package is not installed: "
-            "pip install 'backend-ai[redis]'"
-        ) from None
-    return RedisLink, RedisRateBudget

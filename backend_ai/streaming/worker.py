@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import openai
@@ -145,7 +145,11 @@ def _open_stream(
     their TypedDicts, which is a third of the SDK's cost per request: a run's sections build
     their requests at the same moment under one GIL, so that cost delays every first token.
     """
-    return client.post(path, cast_to=httpx2.Response, body=body, stream=True)
+    response_type = cast(Any, httpx2.Response)
+    return cast(
+        httpx2.Response,
+        client.post(path, cast_to=response_type, body=body, stream=True),
+    )
 
 
 def _usage(raw: Any) -> TokenUsage | None:

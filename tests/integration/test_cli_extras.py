@@ -139,3 +139,17 @@ def test_the_batch_command_runs_without_the_service_installed(
     results = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(r["id"] for r in results) == ids
     assert [r["error"] for r in results] == [None] * len(ids)
+
+
+def test_a_redis_budget_without_redis_installed_names_the_extra() -> None:
+    code = (
+        "from backend_ai.errors import ConfigError\n"
+        "from backend_ai.streaming.redis_budget import RedisLink\n"
+        "try:\n"
+        "    RedisLink('redis://127.0.0.1:1/0')\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = run_blocked(["redis"], code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("pip install 'backend-ai[redis]'")
