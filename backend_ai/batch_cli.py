@@ -24,7 +24,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any, TextIO, cast
 
-import httpx
+import httpx2
 import openai
 
 from backend_ai.app.rate_budget import build_rate_budget
@@ -198,7 +198,7 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _client(settings: Settings, stack: contextlib.ExitStack) -> tuple[openai.OpenAI, httpx.Client]:
+def _client(settings: Settings, stack: contextlib.ExitStack) -> tuple[openai.OpenAI, httpx2.Client]:
     pool = settings.http
     key, base_url = settings.openai_api_key, settings.openai_base_url
     if key is None and base_url is None:

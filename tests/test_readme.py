@@ -17,14 +17,19 @@ def _usage_example() -> str:
     return match.group(1)
 
 
-def test_readme_usage_example_streams_both_sections_to_done() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _usage_example()],
+def run_usage_example(prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """The usage example in a fresh interpreter, as a user would run it, after ``prelude``."""
+    return subprocess.run(
+        [sys.executable, "-c", prelude + _usage_example()],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_readme_usage_example_streams_both_sections_to_done() -> None:
+    result = run_usage_example()
     assert result.returncode == 0, result.stderr[-2000:]
     frames = [f for f in result.stdout.split("\n\n") if f.strip()]
     events = [json.loads(f.removeprefix("data: ")) for f in frames]

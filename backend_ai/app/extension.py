@@ -140,7 +140,7 @@ def _build_client(settings: Settings, pool: HttpClientPool) -> openai.OpenAI:
         api_key=settings.openai_api_key or _PLACEHOLDER_KEY,
         # Explicit, so the SDK never falls back to reading OPENAI_BASE_URL itself.
         base_url=settings.openai_base_url or _OPENAI_URL,
-        # The engine's pooled client; the cast bridges httpx.Client and the SDK's own type.
+        # The engine's pooled client.
         http_client=cast(Any, pool.get()),
         # The engine handles 429 (sequential fallback, Retry-After) and errors itself.
         max_retries=0,

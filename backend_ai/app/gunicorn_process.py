@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Self
 
-import httpx
+import httpx2
 
 from backend_ai.app.child_process import die_with_parent
 from backend_ai.errors import BackendAIError, LifecycleError
@@ -179,14 +179,14 @@ class GunicornProcess:
         assert self._proc is not None
         deadline = time.monotonic() + self._ready_timeout
         assert self.url is not None
-        with httpx.Client(timeout=2.0) as client:
+        with httpx2.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
                     break
                 try:
                     if "upstream" in client.get(self.url + "health").json():
                         return
-                except (httpx.HTTPError, ValueError, TypeError):
+                except (httpx2.HTTPError, ValueError, TypeError):
                     pass
                 time.sleep(0.02)
         raise GunicornError(f"gunicorn at {self.url} did not become ready{self._tail()}")

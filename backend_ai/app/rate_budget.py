@@ -19,9 +19,10 @@ budget here, so a batch and the service given the same Redis share one budget.
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
 
-from backend_ai.app.metrics import ServiceMetrics
+import httpx2
+
 from backend_ai.app.settings import Settings
 from backend_ai.streaming.budget import (
     LocalRateBudget,
@@ -31,13 +32,16 @@ from backend_ai.streaming.budget import (
 )
 from backend_ai.streaming.redis_budget import RedisLink, RedisRateBudget
 
+if TYPE_CHECKING:  # the batch command builds a budget without the service's metrics installed
+    from backend_ai.app.metrics import ServiceMetrics
+
 __all__ = ["build_rate_budget"]
 
 
 def build_rate_budget(
     settings: Settings,
     metrics: ServiceMetrics | None,
-    http_client: httpx.Client,
+    http_client: httpx2.Client,
     *,
     upstream: str,
 ) -> PerModelRateBudget | None:

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     # One line per request of the readiness poll would drown the line that matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     env = dict(os.environ)
     if args.history:
         env["BACKEND_AI_HISTORY_DB"] = os.path.abspath(args.history)

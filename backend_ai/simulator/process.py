@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
+import httpx2
 
 from backend_ai.errors import LifecycleError, SimulatorError
 
@@ -91,7 +91,7 @@ class SimulatorProcess:
         self._owner_pid = os.getpid()
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
-        self._client: httpx.Client | None = None
+        self._client: httpx2.Client | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _command(self, workdir: Path) -> list[str]:
@@ -147,7 +147,7 @@ class SimulatorProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self.info = self._read_announcement()
-        self._client = httpx.Client(
+        self._client = httpx2.Client(
             base_url=self.info.origin,
             verify=self.ssl_context() if self.tls else True,
             timeout=10.0,
@@ -276,7 +276,7 @@ class SimulatorProcess:
         assert self._client is not None
         try:
             response = self._client.request(method, path, json=json_body)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise SimulatorError(f"simulator did not answer {method} {path}: {exc!r}") from exc
         if response.status_code != 200:
             raise SimulatorError(

@@ -14,7 +14,7 @@ five primitives — :meth:`RateBudget.try_acquire`, :meth:`RateBudget.adjust`,
 :meth:`RateBudget.observe`, :meth:`RateBudget.cool_down`, :meth:`RateBudget.snapshot` — and
 inherit the rest: the blocking :meth:`RateBudget.acquire` (cancellable, with a deadline),
 :meth:`RateBudget.settle` with the usage the upstream reported, header parsing, the token
-estimate, and an httpx response hook.
+estimate, and an httpx2 response hook.
 
 Why the window arithmetic is written here rather than taken from ``limits`` or
 ``pyrate-limiter``: both count weighted hits in a window well, but neither can change the
@@ -54,7 +54,7 @@ from backend_ai.errors import BackendAIError, ConfigError
 from backend_ai.streaming.rate_limit import DEFAULT_RETRY_WAIT_S, retry_wait_s
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
 
     from backend_ai.streaming.config import StreamConfig
     from backend_ai.streaming.events import TokenUsage
@@ -345,12 +345,12 @@ class RateBudget(ABC):
         if status == 429:
             self.cool_down(retry_wait_s(headers, cap_s=cap_s), model=model)
 
-    def response_hook(self, *, cap_s: float = 60.0) -> Callable[[httpx.Response], None]:
-        """An httpx ``response`` event hook that feeds every answer of a client to this budget:
+    def response_hook(self, *, cap_s: float = 60.0) -> Callable[[httpx2.Response], None]:
+        """An httpx2 ``response`` event hook that feeds every answer of a client to this budget:
         ``http_client.event_hooks["response"].append(budget.response_hook())``. The model an
         answer counts for is the one its request's JSON body names."""
 
-        def hook(response: httpx.Response) -> None:
+        def hook(response: httpx2.Response) -> None:
             status, headers = response.status_code, response.headers
             if status != 429 and not any(k.startswith("x-ratelimit-") for k in headers):
                 return  # nothing to learn: skip reading the request body
@@ -360,11 +360,11 @@ class RateBudget(ABC):
         return hook
 
 
-def request_model(request: httpx.Request) -> str | None:
+def request_model(request: httpx2.Request) -> str | None:
     """The ``model`` a request's JSON body names, or None (no body, not JSON, streamed)."""
     try:
         body = json.loads(request.content)
-    except Exception:  # httpx.RequestNotRead for a streamed body, or not JSON
+    except Exception:  # httpx2.RequestNotRead for a streamed body, or not JSON
         return None
     model = body.get("model") if isinstance(body, dict) else None
     return model if isinstance(model, str) and model else None

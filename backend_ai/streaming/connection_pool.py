@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import httpx
+import httpx2
 
 from backend_ai.streaming.http2 import (
     ConnectionLimits,
@@ -176,7 +176,7 @@ class ConnectionPool:
         with self._changed:
             while True:
                 if self._closed:
-                    raise httpx.ConnectError("the connection pool is closed")
+                    raise httpx2.ConnectError("the connection pool is closed")
                 if is_cancelled():
                     raise RequestCancelled("the request was cancelled")
                 claimed = attempt()
@@ -184,7 +184,7 @@ class ConnectionPool:
                     return claimed
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise httpx.PoolTimeout("no upstream connection became free in time")
+                    raise httpx2.PoolTimeout("no upstream connection became free in time")
                 self._changed.wait(0.5 if remaining is None else min(remaining, 0.5))
 
     def _count(self) -> int:

@@ -10,7 +10,7 @@ Why by hand and not with ``pydantic-settings``:
 
 - The engine reads ``BACKEND_AI_HTTP_*``, ``BACKEND_AI_MAX_WORKERS`` and
   ``BACKEND_AI_MODEL_*`` itself (``get_http_client()`` works without the service) and depends
-  only on ``openai``, ``httpx`` and ``h2``; ``pydantic-settings`` could only be a service
+  only on ``openai``, ``httpx2``, ``h2`` and ``h11``; ``pydantic-settings`` could only be a service
   dependency, which would leave the engine a reader of its own: two readers again.
 - The variable names are fixed by existing deployments and are flat (``BACKEND_AI_DEADLINE_S``
   sets ``Settings.run.deadline_s``); ``pydantic-settings`` derives nested names from a

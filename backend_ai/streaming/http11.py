@@ -14,7 +14,7 @@ How a request flows:
    is not idle, before anything is sent), registers a cancel callback with the thread's
    ``CancelScope`` and writes the request line, headers and body through ``h11``.
 2. It reads until ``h11`` yields the response head (skipping 1xx) and returns an
-   ``httpx.Response`` whose stream yields each network read's body bytes as soon as they are
+   ``httpx2.Response`` whose stream yields each network read's body bytes as soon as they are
    parsed: a streaming completion is never buffered.
 3. Closing the response releases the connection: when the body was read to its end (or its
    end is already received and a short read without waiting reaches it) and both
@@ -31,7 +31,7 @@ up, and ``ConnectionNotAvailable`` tells the pool to send it again on a new conn
 
 Cancellation shuts the socket down (``SHUT_RDWR``), which wakes a read or write blocked in the
 request's thread; it is armed only while that request owns the connection, so a late cancel
-never touches a connection that went back to the pool. Errors are httpx's own
+never touches a connection that went back to the pool. Errors are httpx2's own
 (``ReadTimeout``, ``WriteTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``,
 ``LocalProtocolError``), with the timeouts of ``request.extensions["timeout"]``.
 """
@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 import h11
-import httpx
+import httpx2
 
 from backend_ai.streaming.cancel import register_cancel
 
@@ -90,11 +90,11 @@ def origin_key(origin: OriginLike) -> tuple[str, str, int]:
     return (origin.scheme, origin.host, origin.port)
 
 
-def url_origin_key(url: httpx.URL) -> tuple[str, str, int]:
+def url_origin_key(url: httpx2.URL) -> tuple[str, str, int]:
     return (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
 
 
-class ConnectionNotAvailable(httpx.ConnectError):
+class ConnectionNotAvailable(httpx2.ConnectError):
     """This connection cannot carry the request, which the server did not process: send it on
     another connection.
 
@@ -117,7 +117,7 @@ class _Timeouts(NamedTuple):
     write: float | None
 
     @classmethod
-    def of(cls, request: httpx.Request) -> _Timeouts:
+    def of(cls, request: httpx2.Request) -> _Timeouts:
         timeout = request.extensions.get("timeout") or {}
         return cls(timeout.get("read"), timeout.get("write"))
 
@@ -159,7 +159,7 @@ class HTTP11Connection:
         return f"<HTTP11Connection {scheme}://{host}:{port} {self._state.value} #{self.requests}>"
 
     # -- what the pool asks ------------------------------------------------------------------------
-    def can_handle(self, url: httpx.URL) -> bool:
+    def can_handle(self, url: httpx2.URL) -> bool:
         return url_origin_key(url) == self.origin_key
 
     def is_idle(self) -> bool:
@@ -225,10 +225,10 @@ class HTTP11Connection:
             self._sock.close()
 
     # -- one request -------------------------------------------------------------------------------
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send ``request`` and return its response once the head arrived; the body streams.
 
-        The response must be closed (httpx does it once the body is read, or on leaving
+        The response must be closed (httpx2 does it once the body is read, or on leaving
         ``client.stream(...)``): that releases the connection.
         """
         if not self.can_handle(request.url):
@@ -249,11 +249,11 @@ class HTTP11Connection:
         try:
             try:
                 self._send_request(request, timeouts.write)
-            except httpx.WriteError as write_error:
+            except httpx2.WriteError as write_error:
                 head = self._head_after_failed_write(request, timeouts.read, write_error)
             else:
                 head = self._receive_head(request, timeouts.read)
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+        except (httpx2.ReadError, httpx2.WriteError, httpx2.RemoteProtocolError) as exc:
             self._release(reusable=False)
             if self._lost_keepalive_race(request):
                 raise ConnectionNotAvailable(
@@ -264,23 +264,23 @@ class HTTP11Connection:
         except BaseException:
             self._release(reusable=False)
             raise
-        return httpx.Response(
+        return httpx2.Response(
             status_code=head.status_code,
             headers=list(head.headers.raw_items()),
             stream=_ResponseStream(self, request, timeouts.read),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": bytes(head.reason)},
         )
 
-    def _lost_keepalive_race(self, request: httpx.Request) -> bool:
+    def _lost_keepalive_race(self, request: httpx2.Request) -> bool:
         if self.requests == 1 or self._received_any or self._stopped is not None:
             return False  # a new connection, an answer begun, or our own cancel
         try:
             request.content  # noqa: B018 - raises if the body cannot be sent again
-        except httpx.RequestNotRead:
+        except httpx2.RequestNotRead:
             return False
         return True
 
-    def _send_request(self, request: httpx.Request, timeout: float | None) -> None:
+    def _send_request(self, request: httpx2.Request, timeout: float | None) -> None:
         headers = list(request.headers.raw)
         if "host" not in request.headers:
             headers.insert(0, (b"Host", request.url.netloc))
@@ -289,7 +289,7 @@ class HTTP11Connection:
         )
         try:
             body = request.content
-        except httpx.RequestNotRead:
+        except httpx2.RequestNotRead:
             body = None
         if body is not None:
             # One write for head and body: two small writes may wait on a delayed ACK.
@@ -297,8 +297,8 @@ class HTTP11Connection:
             self._write(request, self._encode(request, *events), timeout)
             return
         stream = request.stream
-        if not isinstance(stream, httpx.SyncByteStream):
-            raise httpx.LocalProtocolError(
+        if not isinstance(stream, httpx2.SyncByteStream):
+            raise httpx2.LocalProtocolError(
                 "an async request body cannot be sent on a sync connection", request=request
             )
         self._write(request, self._encode(request, head), timeout)
@@ -307,7 +307,7 @@ class HTTP11Connection:
         self._write(request, self._encode(request, h11.EndOfMessage()), timeout)
 
     def _head_after_failed_write(
-        self, request: httpx.Request, timeout: float | None, write_error: httpx.WriteError
+        self, request: httpx2.Request, timeout: float | None, write_error: httpx2.WriteError
     ) -> h11.Response:
         """A server may answer (413, 401) and close before reading the whole body: its answer
         says more than the broken pipe, so read it if it is there."""
@@ -315,16 +315,16 @@ class HTTP11Connection:
             raise write_error
         try:
             return self._receive_head(request, timeout)
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             raise write_error from None
 
-    def _encode(self, request: httpx.Request, *events: h11.Event) -> bytes:
+    def _encode(self, request: httpx2.Request, *events: h11.Event) -> bytes:
         try:
             return b"".join(self._h11.send(event) or b"" for event in events)
         except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+            raise httpx2.LocalProtocolError(str(exc), request=request) from exc
 
-    def _receive_head(self, request: httpx.Request, timeout: float | None) -> h11.Response:
+    def _receive_head(self, request: httpx2.Request, timeout: float | None) -> h11.Response:
         while True:
             event = self._next_event(request, timeout)
             if isinstance(event, h11.Response):
@@ -332,14 +332,14 @@ class HTTP11Connection:
             if isinstance(event, h11.InformationalResponse):
                 continue  # 100 Continue, 103 Early Hints
             if isinstance(event, h11.ConnectionClosed):
-                raise httpx.RemoteProtocolError(
+                raise httpx2.RemoteProtocolError(
                     "server closed the connection without sending a response", request=request
                 )
-            raise httpx.RemoteProtocolError(
+            raise httpx2.RemoteProtocolError(
                 f"unexpected {type(event).__name__} before the response head", request=request
             )
 
-    def _read_body(self, request: httpx.Request, timeout: float | None) -> tuple[bytes, bool]:
+    def _read_body(self, request: httpx2.Request, timeout: float | None) -> tuple[bytes, bool]:
         """The body bytes parsed from one network read (or already buffered), and whether the
         body ended: what one network read brings goes out at once."""
         parts: list[bytes] = []
@@ -352,12 +352,12 @@ class HTTP11Connection:
             elif isinstance(event, h11.EndOfMessage):
                 return b"".join(parts), True
             else:
-                raise httpx.RemoteProtocolError(
+                raise httpx2.RemoteProtocolError(
                     f"unexpected {type(event).__name__} in the response body", request=request
                 )
 
     def _next_event(
-        self, request: httpx.Request, timeout: float | None, *, wait: bool = True
+        self, request: httpx2.Request, timeout: float | None, *, wait: bool = True
     ) -> object:
         """The next ``h11`` event, reading the socket while ``h11`` needs data (if ``wait``)."""
         while True:
@@ -365,32 +365,32 @@ class HTTP11Connection:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
                 self._raise_if_stopped(request)
-                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+                raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
             if event is not h11.NEED_DATA or not wait:
                 return event
             self._receive(request, timeout)
 
-    def _receive(self, request: httpx.Request, timeout: float | None) -> None:
+    def _receive(self, request: httpx2.Request, timeout: float | None) -> None:
         self._set_timeout(timeout)
         try:
             data = self._sock.recv(_READ_SIZE)
         except TimeoutError:
             self._raise_if_stopped(request)
-            raise httpx.ReadTimeout("timed out reading the response", request=request) from None
+            raise httpx2.ReadTimeout("timed out reading the response", request=request) from None
         except OSError as exc:
             self._raise_if_stopped(request)
-            raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
+            raise httpx2.ReadError(str(exc) or repr(exc), request=request) from exc
         self._raise_if_stopped(request)
         if data:
             self._received_any = True
         elif self._h11.their_state is h11.SEND_RESPONSE:
-            raise httpx.RemoteProtocolError(
+            raise httpx2.RemoteProtocolError(
                 "server closed the connection without sending a complete response head",
                 request=request,
             )
         self._h11.receive_data(data)
 
-    def _write(self, request: httpx.Request, data: bytes, timeout: float | None) -> None:
+    def _write(self, request: httpx2.Request, data: bytes, timeout: float | None) -> None:
         if not data:
             return
         self._set_timeout(timeout)
@@ -398,17 +398,17 @@ class HTTP11Connection:
             self._sock.sendall(data)
         except TimeoutError:
             self._raise_if_stopped(request)
-            raise httpx.WriteTimeout("timed out sending the request", request=request) from None
+            raise httpx2.WriteTimeout("timed out sending the request", request=request) from None
         except OSError as exc:
             self._raise_if_stopped(request)
-            raise httpx.WriteError(str(exc) or repr(exc), request=request) from exc
+            raise httpx2.WriteError(str(exc) or repr(exc), request=request) from exc
 
-    def _raise_if_stopped(self, request: httpx.Request) -> None:
+    def _raise_if_stopped(self, request: httpx2.Request) -> None:
         # A shut-down socket reads as end-of-file, which for a body delimited by the close
         # would pass for a complete response: the reason, set before the shutdown, tells them
         # apart.
         if self._stopped is not None:
-            raise httpx.ReadError(self._stopped, request=request)
+            raise httpx2.ReadError(self._stopped, request=request)
 
     def _set_timeout(self, timeout: float | None) -> None:
         if timeout != self._socket_timeout:
@@ -430,7 +430,7 @@ class HTTP11Connection:
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
-    def _body_ends_without_waiting(self, request: httpx.Request) -> bool:
+    def _body_ends_without_waiting(self, request: httpx2.Request) -> bool:
         """Whether the rest of a body closed early is already here (up to a small limit).
 
         A client that stops at the last event it needs (the ``openai`` SDK stops at
@@ -447,7 +447,7 @@ class HTTP11Connection:
                 if complete:
                     return True
                 left -= len(data)
-        except httpx.HTTPError:  # nothing more received yet, or a broken body
+        except httpx2.HTTPError:  # nothing more received yet, or a broken body
             return False
         return False
 
@@ -572,12 +572,12 @@ def _readable_now(sock: socket.socket) -> bool:
     return bool(readable)
 
 
-class _ResponseStream(httpx.SyncByteStream):
+class _ResponseStream(httpx2.SyncByteStream):
     """The body of one response: yields each network read's bytes; closing releases the
     connection, reusable only if the body was read to its end."""
 
     def __init__(
-        self, connection: HTTP11Connection, request: httpx.Request, timeout: float | None
+        self, connection: HTTP11Connection, request: httpx2.Request, timeout: float | None
     ) -> None:
         self._connection = connection
         self._request = request

@@ -46,7 +46,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import httpx
+import httpx2
 
 __all__ = [
     "ConnectionLimits",
@@ -80,12 +80,12 @@ _QUIET_RETIRE_S = 1.0
 _FRAME_HEADER = 9
 
 
-class StreamRefused(httpx.TransportError):
+class StreamRefused(httpx2.TransportError):
     """The server did not process this request (REFUSED_STREAM, or above a GOAWAY's last
     stream id): it may be sent again on another connection."""
 
 
-class RequestCancelled(httpx.TransportError):
+class RequestCancelled(httpx2.TransportError):
     """The request was cancelled from another thread."""
 
 
@@ -193,24 +193,24 @@ class Http2Stream:
     # -- the consumer's side ------------------------------------------------------------
 
     def wait_headers(self, timeout_s: float | None) -> None:
-        """Wait for the response headers; raise the stream's error or ``httpx.ReadTimeout``."""
+        """Wait for the response headers; raise the stream's error or ``httpx2.ReadTimeout``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while self.headers is None:
                 if self._error is not None:
                     raise self._error
                 if self._ended:
-                    raise httpx.RemoteProtocolError("the upstream ended a stream without headers")
+                    raise httpx2.RemoteProtocolError("the upstream ended a stream without headers")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     self.connection._stream_abandoned(self)
-                    raise httpx.ReadTimeout("the upstream did not answer in time")
+                    raise httpx2.ReadTimeout("the upstream did not answer in time")
                 self._cond.wait(remaining)
             self.delivered = True
 
     def read(self, timeout_s: float | None) -> bytes:
         """Everything received and not yet read (b"" at the end); the data first, then any
-        error; ``httpx.ReadTimeout`` when nothing arrives for ``timeout_s``."""
+        error; ``httpx2.ReadTimeout`` when nothing arrives for ``timeout_s``."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while not self._chunks:
@@ -221,7 +221,7 @@ class Http2Stream:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     self.connection._stream_abandoned(self)
-                    raise httpx.ReadTimeout("the upstream sent nothing in time")
+                    raise httpx2.ReadTimeout("the upstream sent nothing in time")
                 self._cond.wait(remaining)
             chunks = self._chunks
             data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
@@ -278,7 +278,7 @@ class Http2Stream:
             return
         timeout = self.read_timeout_s
         if timeout is not None and now - self.last_data_at >= timeout:
-            self._abort(httpx.ReadTimeout("the upstream sent nothing in time"))
+            self._abort(httpx2.ReadTimeout("the upstream sent nothing in time"))
 
     @property
     def has_sink(self) -> bool:
@@ -476,7 +476,7 @@ class Http2Connection:
                             break
                         remaining = None if deadline is None else deadline - time.monotonic()
                         if remaining is not None and remaining <= 0:
-                            error = httpx.WriteTimeout("the upstream never opened its window")
+                            error = httpx2.WriteTimeout("the upstream never opened its window")
                             self._reset_locked(stream, h2.errors.ErrorCodes.CANCEL)
                             stream._error = error
                             raise error
@@ -521,7 +521,7 @@ class Http2Connection:
             except OSError as exc:
                 self._sending_since = None
                 self._send_lock.release()
-                self.fail(httpx.WriteError(f"writing to the upstream failed: {exc}"))
+                self.fail(httpx2.WriteError(f"writing to the upstream failed: {exc}"))
                 return
             self._send_lock.release()
             if not self._dirty:
@@ -584,7 +584,7 @@ class Http2Connection:
             while True:
                 data = recv(_RECV_SIZE)
                 if not data:
-                    raise httpx.ReadError("the upstream closed the connection")
+                    raise httpx2.ReadError("the upstream closed the connection")
                 self.last_received_at = time.monotonic()
                 self._receive(data)
                 if self._error is not None:
@@ -595,19 +595,19 @@ class Http2Connection:
 
     def _fail_from_reader(self, exc: BaseException) -> None:
         """The reader stopped with ``exc`` (the connection was not closed on purpose)."""
-        if isinstance(exc, httpx.TransportError):
+        if isinstance(exc, httpx2.TransportError):
             self.fail(exc)
         elif isinstance(exc, h2.exceptions.ProtocolError):
             self.fail(
-                httpx.RemoteProtocolError(
+                httpx2.RemoteProtocolError(
                     f"the upstream broke the HTTP/2 protocol ({type(exc).__name__}: {exc})"
                 )
             )
         elif isinstance(exc, OSError):
-            self.fail(httpx.ReadError(f"reading from the upstream failed: {exc}"))
+            self.fail(httpx2.ReadError(f"reading from the upstream failed: {exc}"))
         else:  # a bug here must still end every stream
             logger.error("HTTP/2 reader failed", exc_info=exc)
-            self.fail(httpx.RemoteProtocolError(f"HTTP/2 reader failed ({type(exc).__name__})"))
+            self.fail(httpx2.RemoteProtocolError(f"HTTP/2 reader failed ({type(exc).__name__})"))
 
     def _receive(self, data: bytes) -> None:
         for part in self._goaway.feed(data):
@@ -684,7 +684,7 @@ class Http2Connection:
                 fields.append((name, value))
         if size > MAX_RESPONSE_HEADERS:
             stream._abort(
-                httpx.RemoteProtocolError(
+                httpx2.RemoteProtocolError(
                     f"the upstream sent {size} bytes of response headers "
                     f"(at most {MAX_RESPONSE_HEADERS} accepted)"
                 )
@@ -707,7 +707,7 @@ class Http2Connection:
         if code == h2.errors.ErrorCodes.REFUSED_STREAM and not stream.delivered:
             error = StreamRefused("the upstream refused the stream before processing it")
         else:
-            error = httpx.RemoteProtocolError(
+            error = httpx2.RemoteProtocolError(
                 f"the upstream reset the stream ({_error_name(code)})"
             )
         stream._fail(error)
@@ -717,7 +717,7 @@ class Http2Connection:
         """A graceful GOAWAY lets the streams it covers finish; one with an error ends all."""
         if code != h2.errors.ErrorCodes.NO_ERROR:
             self.fail(
-                httpx.RemoteProtocolError(
+                httpx2.RemoteProtocolError(
                     f"the upstream closed the connection ({_error_name(code)})"
                 )
             )
@@ -732,7 +732,7 @@ class Http2Connection:
         for stream in beyond:
             if stream.delivered:
                 stream._fail(
-                    httpx.RemoteProtocolError("the upstream went away before this stream ended")
+                    httpx2.RemoteProtocolError("the upstream went away before this stream ended")
                 )
             else:
                 stream._fail(StreamRefused("the upstream went away before processing it"))
@@ -747,11 +747,11 @@ class Http2Connection:
         limits = self._limits
         sent_at = self._ping_sent_at
         if sent_at is not None and now - sent_at >= limits.ping_timeout_s:
-            self.fail(httpx.ReadTimeout("the upstream did not answer a PING: connection dead"))
+            self.fail(httpx2.ReadTimeout("the upstream did not answer a PING: connection dead"))
             return
         sending = self._sending_since
         if sending is not None and now - sending >= limits.write_timeout_s:
-            self.fail(httpx.WriteTimeout("the upstream stopped reading"))
+            self.fail(httpx2.WriteTimeout("the upstream stopped reading"))
             return
         if sent_at is None and now - self.last_received_at >= limits.ping_interval_s:
             self._ping_count += 1
@@ -793,7 +793,7 @@ class Http2Connection:
                 except h2.exceptions.ProtocolError:
                     pass
             self._flush()
-        self.fail(httpx.ReadError("the connection was closed"))
+        self.fail(httpx2.ReadError("the connection was closed"))
 
     def _close_socket(self) -> None:
         with contextlib.suppress(OSError):  # already gone

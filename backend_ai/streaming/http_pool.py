@@ -1,13 +1,19 @@
 """The process-wide pooled HTTP/2 client every upstream call goes through.
 
-One ``httpx.Client`` per process: HTTP/2 multiplexes a run's parallel streams over one TCP
+One ``httpx2.Client`` per process: HTTP/2 multiplexes a run's parallel streams over one TCP
 connection, keep-alive saves the handshake on every request, and one pool bounds the sockets a
 process opens. It is built on ``UpstreamTransport`` so a closed or cancelled stream is reset
 upstream at once. Behind a proxy (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` in the
-environment) it uses httpx's own transport instead, which speaks through proxies; streams are
+environment) it uses httpx2's own transport instead, which speaks through proxies; streams are
 then cancelled by shutting their socket down (HTTP/1.1) or when their worker next reads. The
 client is created lazily (so a gunicorn master that forks workers never
 shares a socket with them), dropped in a forked child, and closed by ``close_http_client()``.
+
+Why ``httpx2`` and not ``httpx``: the ``openai`` SDK (3.x) is built on ``httpx2``, a fork with
+httpx's API, so it is installed wherever the SDK is. Building the client on the same library
+makes it the SDK's own type (no cast, and none of the conversions the SDK applies on every
+request to a client of the older ``httpx``), gives one set of exception classes to translate,
+and leaves one HTTP stack in the package instead of two.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from backend_ai.errors import ConfigError, LifecycleError
 from backend_ai.streaming import environment
@@ -104,15 +110,15 @@ POOL_VARIABLES = (
 
 def build_http_client(
     settings: PoolSettings | None = None, *, verify: ssl.SSLContext | str | bool = True
-) -> httpx.Client:
+) -> httpx2.Client:
     """A new pooled client with cancellable streams (tests and benchmarks build their own)."""
     settings = settings or PoolSettings()
-    timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+    timeout = httpx2.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
     if _environment_proxies():
-        return httpx.Client(
+        return httpx2.Client(
             verify=verify,
             http2=settings.http2,
-            limits=httpx.Limits(
+            limits=httpx2.Limits(
                 max_keepalive_connections=settings.max_keepalive_connections,
                 max_connections=settings.max_connections,
                 keepalive_expiry=settings.keepalive_expiry_s,
@@ -130,11 +136,11 @@ def build_http_client(
         ping_timeout_s=settings.ping_timeout_s,
         write_timeout_s=settings.timeout_s,
     )
-    return httpx.Client(transport=transport, timeout=timeout)
+    return httpx2.Client(transport=transport, timeout=timeout)
 
 
 def _environment_proxies() -> bool:
-    """True when the environment names a proxy for HTTP(S) (the variables httpx honours)."""
+    """True when the environment names a proxy for HTTP(S) (the variables httpx2 honours)."""
     proxies = urllib.request.getproxies()
     return any(proxies.get(scheme) for scheme in ("https", "http", "all"))
 
@@ -147,11 +153,11 @@ class HttpClientPool:
     ) -> None:
         self._settings = settings
         self._verify = verify
-        self._client: httpx.Client | None = None
+        self._client: httpx2.Client | None = None
         self._closed = False
         self._lock = threading.Lock()
 
-    def get(self) -> httpx.Client:
+    def get(self) -> httpx2.Client:
         with self._lock:
             if self._closed:
                 raise LifecycleError("this HTTP client pool is closed")
@@ -177,7 +183,7 @@ _default_pool = HttpClientPool()
 _default_pool_lock = threading.Lock()
 
 
-def get_http_client() -> httpx.Client:
+def get_http_client() -> httpx2.Client:
     """The process-wide pooled client, built on first use from ``BACKEND_AI_HTTP_*``."""
     return _default_pool.get()
 

@@ -40,10 +40,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
-
 from backend_ai.errors import ConfigError
 from backend_ai.streaming.budget import (
     ANY_MODEL,
@@ -260,6 +256,18 @@ class RedisLink:
     ) -> None:
         if not (math.isfinite(socket_timeout_s) and socket_timeout_s > 0):
             raise ConfigError(f"socket_timeout_s must be positive, got {socket_timeout_s!r}")
+        try:  # the ``redis`` extra: only a budget shared through Redis needs it
+            import redis
+            from redis.backoff import ExponentialWithJitterBackoff
+            from redis.retry import Retry
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "redis":
+                raise
+            raise ConfigError(
+                "a rate budget shared through Redis needs the redis package: "
+                "pip install 'backend-ai[redis]'"
+            ) from None
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout_s,
@@ -295,7 +303,7 @@ class RedisLink:
                 self._retry_at = now + self._backoff.compute(self._failures)
         try:
             result = script(keys=keys, args=list(args))
-        except (redis.RedisError, OSError) as exc:
+        except self._errors as exc:
             self._went_down(exc)
             raise _Down from None
         if self._down:

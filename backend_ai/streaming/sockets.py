@@ -11,7 +11,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 __all__ = ["OpenedSocket", "Origin", "open_socket", "tls_context"]
 
@@ -23,7 +23,7 @@ class Origin:
     port: int
 
     @classmethod
-    def of(cls, url: httpx.URL) -> Origin:
+    def of(cls, url: httpx2.URL) -> Origin:
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
         return cls(scheme, url.host, port)
@@ -50,7 +50,7 @@ def open_socket(
     http2_prior_knowledge: bool,
     timeout_s: float | None,
 ) -> OpenedSocket:
-    """Connect, and over TLS negotiate the protocol; raise ``httpx.ConnectError`` on failure.
+    """Connect, and over TLS negotiate the protocol; raise ``httpx2.ConnectError`` on failure.
 
     The returned socket is blocking, without a timeout: its reader waits for the server for as
     long as the connection lives, and timeouts are kept per stream, not per socket.
@@ -58,9 +58,9 @@ def open_socket(
     try:
         sock = socket.create_connection((origin.host, origin.port), timeout=timeout_s)
     except TimeoutError as exc:
-        raise httpx.ConnectTimeout(f"connecting to {origin.host}:{origin.port} timed out") from exc
+        raise httpx2.ConnectTimeout(f"connecting to {origin.host}:{origin.port} timed out") from exc
     except OSError as exc:
-        raise httpx.ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+        raise httpx2.ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if origin.scheme != "https":
         sock.settimeout(None)
@@ -69,10 +69,10 @@ def open_socket(
         tls = ssl_context.wrap_socket(sock, server_hostname=origin.host)
     except TimeoutError as exc:
         sock.close()
-        raise httpx.ConnectTimeout(f"TLS handshake with {origin.host} timed out") from exc
+        raise httpx2.ConnectTimeout(f"TLS handshake with {origin.host} timed out") from exc
     except (OSError, ssl.SSLError) as exc:
         sock.close()
-        raise httpx.ConnectError(f"TLS handshake with {origin.host} failed: {exc}") from exc
+        raise httpx2.ConnectError(f"TLS handshake with {origin.host} failed: {exc}") from exc
     tls.settimeout(None)
     return OpenedSocket(tls, http2=http2 and tls.selected_alpn_protocol() == "h2")
 

@@ -1,13 +1,13 @@
-"""The httpx transport of the pooled client: our own HTTP/2 connections, cancellable streams.
+"""The httpx2 transport of the pooled client: our own HTTP/2 connections, cancellable streams.
 
-The ``openai`` SDK builds and sends every request through an ``httpx.Client`` (auth, base URL,
+The ``openai`` SDK builds and sends every request through an ``httpx2.Client`` (auth, base URL,
 headers, typed errors for non-2xx answers); this transport is what that client sends with. It
 exists because the protocol layer is where backend_ai's promises are kept or broken: a stream
 closed early or cancelled from another thread must be reset upstream at once, a connection
 error must end every stream on it with an error (never a truncated success), a hostile or
 overloaded server (SETTINGS changes, GOAWAY, resets, flow control, pings) must never hang a
 run. It is built on the public API of ``h2`` (``http2.py``: one reader thread per connection)
-and of ``httpx`` (this module), and plugs into ``CancelScope`` through ``register_cancel``.
+and of ``httpx2`` (this module), and plugs into ``CancelScope`` through ``register_cancel``.
 
 Which protocol: HTTP/2 over TLS when the server picks ``h2`` in ALPN, h2c over ``http://`` with
 prior knowledge; HTTP/1.1 otherwise (``http11.py``: one request per connection at a time,
@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 
 from backend_ai.streaming.cancel import CancelScope, register_cancel
 from backend_ai.streaming.connection_pool import ConnectionPool
@@ -56,7 +56,7 @@ _NOT_FORWARDED = frozenset(
 )
 
 
-class _ResponseBody(httpx.SyncByteStream):
+class _ResponseBody(httpx2.SyncByteStream):
     """A response body read from its ``Http2Stream``; closing it early resets the stream."""
 
     def __init__(self, stream: Http2Stream, read_timeout_s: float | None) -> None:
@@ -88,7 +88,7 @@ class _PendingRequest:
         self._connection_pool.wake()
 
 
-class UpstreamTransport(httpx.BaseTransport):
+class UpstreamTransport(httpx2.BaseTransport):
     """HTTP/2 and HTTP/1.1 on our connection pool; see the module docstring."""
 
     def __init__(
@@ -123,7 +123,7 @@ class UpstreamTransport(httpx.BaseTransport):
         self._http11_origins: set[Origin] = set()
         self._lock = threading.Lock()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         origin = Origin.of(request.url)
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         pending = _PendingRequest(self.pool)
@@ -155,14 +155,14 @@ class UpstreamTransport(httpx.BaseTransport):
                 stream.wait_headers(timeouts.get("read"))
             except StreamRefused:
                 if attempt + 1 == _ATTEMPTS:
-                    raise httpx.RemoteProtocolError(
+                    raise httpx2.RemoteProtocolError(
                         "the upstream refused the request on every connection"
                     ) from None
                 continue
             except BaseException:
                 stream.close()
                 raise
-            return httpx.Response(
+            return httpx2.Response(
                 stream.status,
                 headers=stream.headers,
                 stream=_ResponseBody(stream, timeouts.get("read")),
@@ -172,12 +172,12 @@ class UpstreamTransport(httpx.BaseTransport):
 
     def _http11_request(
         self,
-        request: httpx.Request,
+        request: httpx2.Request,
         origin: Origin,
         timeouts: dict[str, float | None],
         pending: _PendingRequest,
         opened: OpenedSocket | None = None,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         while True:
             connection = self.pool.http11_connection(
                 origin,
@@ -202,7 +202,7 @@ class UpstreamTransport(httpx.BaseTransport):
         self.pool.close()
 
 
-def _request_headers(request: httpx.Request, origin: Origin) -> list[tuple[bytes, bytes]]:
+def _request_headers(request: httpx2.Request, origin: Origin) -> list[tuple[bytes, bytes]]:
     authority = request.headers.get("host")
     headers = [
         (b":method", request.method.encode("ascii")),

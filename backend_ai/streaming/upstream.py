@@ -5,17 +5,18 @@ instead of going through the SDK's typed ``ChatCompletionChunk`` objects: measur
 typed stream costs about 70 µs of CPU per chunk against about 9 µs for raw lines, and CPU per
 chunk is how many users a core can serve. The SDK still builds, authenticates and sends the
 request and raises its typed errors for non-2xx answers; those, and transport errors (from
-``httpx`` for the pooled client, from ``httpx2`` for the SDK's default one), are translated
-here — once — into an ``ErrorCode`` and a short message that is safe to show.
+``httpx2``, which both the pooled client and the SDK's default one are built on, or from
+``httpx`` when a caller hands the SDK a client of that older library), are translated here —
+once — into an ``ErrorCode`` and a short message that is safe to show.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import traceback
 from collections.abc import Iterable, Iterator
 
-import httpx
 import httpx2
 import openai
 
@@ -126,6 +127,19 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return f"upstream answered {exc.status_code}"
 
 
+def _transport_errors(name: str) -> tuple[type[BaseException], ...]:
+    """``httpx2``'s exception class ``name``, and ``httpx``'s when a caller loaded that library.
+
+    The SDK accepts a client of either (it checks ``sys.modules`` the same way); looking there
+    rather than importing keeps ``httpx`` out of what the engine needs.
+    """
+    classes: tuple[type[BaseException], ...] = (getattr(httpx2, name),)
+    legacy = sys.modules.get("httpx")
+    if legacy is not None:
+        classes += (getattr(legacy, name),)
+    return classes
+
+
 def translate_exception(exc: BaseException, secrets: Iterable[str] = ()) -> tuple[ErrorCode, str]:
     """The error code and safe message for an exception raised while streaming a section."""
     code: ErrorCode
@@ -136,9 +150,9 @@ def translate_exception(exc: BaseException, secrets: Iterable[str] = ()) -> tupl
     elif isinstance(exc, openai.APIStatusError):
         code = ErrorCode.UPSTREAM_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST
         message = _status_message(exc)
-    elif isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | httpx2.TimeoutException):
+    elif isinstance(exc, (openai.APITimeoutError, *_transport_errors("TimeoutException"))):
         code, message = ErrorCode.TIMEOUT, "the upstream did not answer in time"
-    elif isinstance(exc, openai.APIConnectionError | httpx.TransportError | httpx2.TransportError):
+    elif isinstance(exc, (openai.APIConnectionError, *_transport_errors("TransportError"))):
         code = ErrorCode.CONNECTION_ERROR
         message = f"connection to the upstream failed ({type(exc).__name__})"
     elif isinstance(exc, MalformedChunkError):

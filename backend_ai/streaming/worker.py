@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import httpx
+import httpx2
 import openai
 
 from backend_ai.errors import UpstreamStreamError
@@ -137,7 +137,7 @@ def _request(config: StreamConfig, options: RunOptions) -> tuple[str, dict[str, 
 
 def _open_stream(
     client: openai.OpenAI, body: dict[str, Any], path: str = "/chat/completions"
-) -> httpx.Response:
+) -> httpx2.Response:
     """Send the chat-completion request and return its unread streaming response.
 
     Through the SDK's generic ``post`` — its base URL, auth, headers, timeouts and typed errors
@@ -145,9 +145,9 @@ def _open_stream(
     their TypedDicts, which is a third of the SDK's cost per request: a run's sections build
     their requests at the same moment under one GIL, so that cost delays every first token.
     """
-    response_type = cast(Any, httpx.Response)  # the SDK is typed for httpx2; both work
+    response_type = cast(Any, httpx2.Response)
     return cast(
-        httpx.Response,
+        httpx2.Response,
         client.post(path, cast_to=response_type, body=body, stream=True),
     )
 
@@ -255,7 +255,7 @@ class _SectionSink:
         channel: RunChannel,
         options: RunOptions,
         secrets: tuple[str, ...],
-        response: httpx.Response,
+        response: httpx2.Response,
     ) -> None:
         self._lock = threading.RLock()
         self._reader = reader

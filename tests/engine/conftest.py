@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -34,7 +34,7 @@ ClientFactory = Callable[..., openai.OpenAI]
 @pytest.fixture
 def make_client(simulator: SimulatorProcess) -> Iterator[ClientFactory]:
     """Build SDK clients over ``build_http_client``; all are closed after the test."""
-    built: list[tuple[openai.OpenAI, httpx.Client]] = []
+    built: list[tuple[openai.OpenAI, httpx2.Client]] = []
 
     def make(
         settings: PoolSettings = H2,
@@ -47,7 +47,7 @@ def make_client(simulator: SimulatorProcess) -> Iterator[ClientFactory]:
         client = openai.OpenAI(
             api_key=API_KEY,
             base_url=(sim or simulator).base_url,
-            http_client=http_client,  # type: ignore[arg-type]
+            http_client=http_client,
             max_retries=max_retries,
         )
         built.append((client, http_client))

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -163,7 +163,7 @@ def test_h2_chunk_read_by_another_thread_reaches_its_stream_at_once(make_manager
 
 # -- many threads at once ----------------------------------------------------------------------
 
-ALLOWED_CANCEL_ERRORS = (openai.APIConnectionError, httpx.TransportError)
+ALLOWED_CANCEL_ERRORS = (openai.APIConnectionError, httpx2.TransportError)
 
 
 @pytest.mark.parametrize("settings", [H2, H1], ids=["h2", "http1.1"])
@@ -301,14 +301,14 @@ def test_process_wide_client_defaults(monkeypatch):
     close_http_client()
     try:
         client = get_http_client()
-        transport = client._transport  # httpx keeps no public handle on it
+        transport = client._transport  # httpx2 keeps no public handle on it
         assert isinstance(transport, UpstreamTransport)
         assert (transport.pool.max_keepalive_connections, transport.pool.max_connections) == (
             10,
             20,
         )
         assert transport.http2 is True
-        assert client.timeout == httpx.Timeout(60, connect=15)
+        assert client.timeout == httpx2.Timeout(60, connect=15)
     finally:
         close_http_client()
 
@@ -321,10 +321,10 @@ def test_process_wide_client_reads_the_environment(monkeypatch):
     close_http_client()
     try:
         client = get_http_client()
-        transport = client._transport  # httpx keeps no public handle on it
+        transport = client._transport  # httpx2 keeps no public handle on it
         assert isinstance(transport, UpstreamTransport)
         assert (transport.pool.max_keepalive_connections, transport.pool.max_connections) == (3, 7)
-        assert client.timeout == httpx.Timeout(12.5, connect=2)
+        assert client.timeout == httpx2.Timeout(12.5, connect=2)
     finally:
         close_http_client()
 
@@ -351,7 +351,7 @@ def test_pool_is_shared_safely_across_threads():
     pool = HttpClientPool(PoolSettings())
     try:
         barrier = threading.Barrier(8)
-        got: list[httpx.Client] = []
+        got: list[httpx2.Client] = []
 
         def get() -> None:
             barrier.wait()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import h11
-import httpx
+import httpx2
 
 from backend_ai.streaming.http11 import (
     HTTP11Connection,
@@ -32,7 +32,7 @@ class Origin(NamedTuple):
     port: int
 
     @classmethod
-    def of(cls, url: httpx.URL) -> Origin:
+    def of(cls, url: httpx2.URL) -> Origin:
         return cls(*url_origin_key(url))
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import httpx
+import httpx2
 import openai
 import pytest
 from http11_server import (
@@ -41,7 +41,7 @@ from backend_ai.streaming.http11 import (
 pytestmark = pytest.mark.timeout(30)
 
 
-class _TinyPool(httpx.BaseTransport):
+class _TinyPool(httpx2.BaseTransport):
     """Just enough pool to exercise the connection's contract with its owner: it opens a
     connection when ``IdleConnections`` has none fit for the request."""
 
@@ -73,7 +73,7 @@ class _TinyPool(httpx.BaseTransport):
         self.opened.append(connection)
         return connection
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         for _ in range(3):
             try:
                 return self.connection(Origin.of(request.url)).handle_request(request)
@@ -89,10 +89,10 @@ class _TinyPool(httpx.BaseTransport):
         self.idle.close()
 
 
-def _client(pool: _TinyPool, *, read: float = WATCHDOG_S) -> httpx.Client:
-    return httpx.Client(
+def _client(pool: _TinyPool, *, read: float = WATCHDOG_S) -> httpx2.Client:
+    return httpx2.Client(
         transport=pool,
-        timeout=httpx.Timeout(WATCHDOG_S, read=read),
+        timeout=httpx2.Timeout(WATCHDOG_S, read=read),
         headers={"Authorization": "Bearer sk-test-http11"},
     )
 
@@ -108,7 +108,7 @@ def _completion(tag: str, *, stream: bool, **sim: int) -> dict[str, object]:
     }
 
 
-def _streamed_text(response: httpx.Response) -> str:
+def _streamed_text(response: httpx2.Response) -> str:
     text = []
     for line in response.iter_lines():
         if line.startswith("data: ") and line != "data: [DONE]":
@@ -230,7 +230,7 @@ def test_idle_connections_hand_out_the_most_recent_of_an_origin_and_keep_at_most
     idle = IdleConnections(max_idle=2, on_close=closed.append)
     connections = [server.connect(on_release=idle.put) for _ in range(3)]
     for connection in connections:
-        connection.handle_request(httpx.Request("GET", server.url)).read()
+        connection.handle_request(httpx2.Request("GET", server.url)).read()
     first, second, third = connections
     assert closed == [first]
     assert first.is_closed()
@@ -239,7 +239,7 @@ def test_idle_connections_hand_out_the_most_recent_of_an_origin_and_keep_at_most
     assert idle.take(server.origin) is second
     assert idle.take(server.origin) is None
     idle.close()
-    third.handle_request(httpx.Request("GET", server.url)).read()
+    third.handle_request(httpx2.Request("GET", server.url)).read()
     assert closed == [first, third], "released after close(): closed, not kept"
     second.close()
 
@@ -322,7 +322,7 @@ def test_a_streamed_body_is_not_sent_again_after_a_lost_keep_alive_race(serve) -
     pool = _TinyPool()
     with _client(pool) as client:
         assert client.get(server.url).content == b"first"
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx2.RemoteProtocolError):
             client.post(server.url, content=iter([b"once", b"only"]))
     assert pool.not_available == 0
     assert server.accepted == 1
@@ -394,7 +394,7 @@ def test_a_body_cut_mid_way_is_an_error_never_a_clean_end(serve, head_and_partia
     received: list[bytes] = []
     with _client(pool) as client, client.stream("GET", server.url) as response:
         assert response.status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError):
+        with pytest.raises(httpx2.RemoteProtocolError):
             received.extend(response.iter_raw())
     assert b"".join(received).startswith(b"hello")
     assert pool.released == [False]
@@ -421,7 +421,9 @@ def test_a_response_closed_before_its_end_is_kept_only_if_the_end_already_arrive
     pool = _TinyPool()
     with _client(pool) as client:
         with client.stream("GET", server.url) as response:
-            assert next(response.iter_raw()) == b"[DONE]"
+            # Held: httpx2 closes the response as soon as an unfinished iterator is dropped.
+            body = response.iter_raw()
+            assert next(body) == b"[DONE]"
             release_server.set()
             assert end_sent.wait(WATCHDOG_S)
         assert pool.released == [end_arrives]
@@ -434,7 +436,7 @@ def test_a_server_that_closes_before_answering_is_a_protocol_error(serve) -> Non
 
     server = serve(handler)
     pool = _TinyPool()
-    with _client(pool) as client, pytest.raises(httpx.RemoteProtocolError, match="without"):
+    with _client(pool) as client, pytest.raises(httpx2.RemoteProtocolError, match="without"):
         client.get(server.url)
     assert pool.released == [False]
 
@@ -449,7 +451,7 @@ def test_a_response_head_too_large_is_a_clean_error(serve) -> None:
 
     server = serve(handler)
     pool = _TinyPool()
-    with _client(pool) as client, pytest.raises(httpx.RemoteProtocolError):
+    with _client(pool) as client, pytest.raises(httpx2.RemoteProtocolError):
         client.get(server.url)
     assert pool.released == [False]
 
@@ -465,12 +467,12 @@ def test_a_read_timeout_before_the_head_and_mid_body(serve) -> None:
     server = serve(handler)
     pool = _TinyPool()
     with _client(pool, read=0.2) as client:
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(httpx2.ReadTimeout):
             client.get(server.url + "before-head")
         with client.stream("GET", server.url + "mid-body") as response:
             reads = response.iter_raw()
             assert next(reads) == b"hello"
-            with pytest.raises(httpx.ReadTimeout):
+            with pytest.raises(httpx2.ReadTimeout):
                 next(reads)
     assert pool.released == [False, False]
 
@@ -510,8 +512,8 @@ def test_a_write_timeout_when_the_server_stops_reading_an_upload(serve) -> None:
 
     server = serve(handler)
     pool = _TinyPool()
-    client = httpx.Client(transport=pool, timeout=httpx.Timeout(WATCHDOG_S, write=0.2))
-    with client, pytest.raises(httpx.WriteTimeout):
+    client = httpx2.Client(transport=pool, timeout=httpx2.Timeout(WATCHDOG_S, write=0.2))
+    with client, pytest.raises(httpx2.WriteTimeout):
         client.post(server.url, content=b"x" * 64_000_000)  # far beyond the socket buffers
     test_done.set()
     assert pool.released == [False]
@@ -525,19 +527,19 @@ def test_a_connection_serves_one_request_at_a_time(serve) -> None:
 
     server = serve(handler)
     connection = server.connect()
-    response = connection.handle_request(httpx.Request("GET", server.url))
+    response = connection.handle_request(httpx2.Request("GET", server.url))
     with pytest.raises(ConnectionNotAvailable):
-        connection.handle_request(httpx.Request("GET", server.url))
+        connection.handle_request(httpx2.Request("GET", server.url))
     response.read()
     response.close()
     assert connection.is_idle()
     with pytest.raises(ConnectionNotAvailable, match="does not serve"):
-        connection.handle_request(httpx.Request("GET", "http://elsewhere.invalid/"))
+        connection.handle_request(httpx2.Request("GET", "http://elsewhere.invalid/"))
     connection.close()
     connection.close()
     assert connection.is_closed()
     with pytest.raises(ConnectionNotAvailable):
-        connection.handle_request(httpx.Request("GET", server.url))
+        connection.handle_request(httpx2.Request("GET", server.url))
 
 
 # -- cancellation from another thread ------------------------------------------------------------
@@ -580,7 +582,7 @@ def test_a_cancel_wakes_a_request_blocked_before_the_response_head(serve) -> Non
     with _client(pool, read=60.0) as client:
         canceller = _cancel_later(scope, stalling.request_seen)
         started = time.monotonic()
-        with scope, pytest.raises(httpx.ReadError, match="cancelled"):
+        with scope, pytest.raises(httpx2.ReadError, match="cancelled"):
             client.get(server.url + "before-head")
         elapsed = time.monotonic() - started
         canceller.join(WATCHDOG_S)
@@ -599,7 +601,7 @@ def test_a_cancel_wakes_a_request_blocked_mid_body(serve) -> None:
             reads = response.iter_raw()
             assert next(reads) == b"first"
             canceller = _cancel_later(scope, stalling.request_seen)
-            with pytest.raises(httpx.ReadError, match="cancelled"):
+            with pytest.raises(httpx2.ReadError, match="cancelled"):
                 next(reads)
         canceller.join(WATCHDOG_S)
     assert stalling.eof_seen.wait(WATCHDOG_S)
@@ -612,7 +614,7 @@ def test_a_scope_cancelled_before_the_request_stops_it_at_once(serve) -> None:
     pool = _TinyPool()
     scope = CancelScope()
     scope.cancel()
-    with _client(pool, read=60.0) as client, scope, pytest.raises(httpx.HTTPError):
+    with _client(pool, read=60.0) as client, scope, pytest.raises(httpx2.HTTPError):
         client.get(server.url + "before-head")
     assert pool.released == [False]
     assert stalling.eof_seen.wait(WATCHDOG_S)
@@ -641,13 +643,13 @@ def test_closing_a_connection_in_use_wakes_its_reader(serve) -> None:
     stalling = _Stalling()
     server = serve(stalling)
     connection = server.connect()
-    request = httpx.Request("GET", server.url + "mid-body", extensions={"timeout": {"read": 60}})
+    request = httpx2.Request("GET", server.url + "mid-body", extensions={"timeout": {"read": 60}})
     response = connection.handle_request(request)
     reads = response.iter_raw()
     assert next(reads) == b"first"
     closer = threading.Timer(0.05, connection.close)
     closer.start()
-    with pytest.raises(httpx.ReadError, match="connection was closed"):
+    with pytest.raises(httpx2.ReadError, match="connection was closed"):
         next(reads)
     response.close()
     closer.join(WATCHDOG_S)
@@ -677,7 +679,7 @@ def test_a_cancel_wakes_a_tls_stream_mid_body_and_the_server_sees_the_disconnect
             next(reads)
             canceller = threading.Timer(0.3, cancel)  # the next token is 3 s away
             canceller.start()
-            with pytest.raises(httpx.ReadError, match="cancelled"):
+            with pytest.raises(httpx2.ReadError, match="cancelled"):
                 _ = list(reads)
             woke_after = time.monotonic() - cancelled_at[0]
         canceller.join(WATCHDOG_S)

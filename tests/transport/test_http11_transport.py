@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 
-import httpx
+import httpx2
 import pytest
 from http11_server import (
     WATCHDOG_S,
@@ -42,7 +42,7 @@ def serve() -> Iterator[Callable[[Handler], LoopbackServer]]:
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
+def client() -> Iterator[httpx2.Client]:
     settings = PoolSettings(max_connections=1, max_keepalive_connections=1, timeout_s=TIMEOUT_S)
     with build_http_client(settings) as client:
         yield client
@@ -116,7 +116,7 @@ def test_errors_cancels_and_early_closes_free_the_connection_slot(serve, client)
             wait_for_eof(sock)
 
     server = serve(handler)
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         client.get(server.url + "cut")
 
     scope = CancelScope()
@@ -124,7 +124,7 @@ def test_errors_cancels_and_early_closes_free_the_connection_slot(serve, client)
         target=lambda: stalled.wait(WATCHDOG_S) and scope.cancel(), daemon=True
     )
     canceller.start()
-    with scope, pytest.raises(httpx.ReadError, match="cancelled"):
+    with scope, pytest.raises(httpx2.ReadError, match="cancelled"):
         client.get(server.url + "stall")
     canceller.join(WATCHDOG_S)
 

@@ -13,7 +13,7 @@ import time
 
 import h2.errors
 import h2.settings
-import httpx
+import httpx2
 import pytest
 from hostile_server import HostileServer, Peer, goaway_frame
 
@@ -22,7 +22,7 @@ from backend_ai.streaming.cancel import CancelScope
 from backend_ai.streaming.http2 import _GoawayFilter
 
 
-def _client(**settings: object) -> httpx.Client:
+def _client(**settings: object) -> httpx2.Client:
     return build_http_client(PoolSettings(http2_prior_knowledge=True, **settings))  # type: ignore[arg-type]
 
 
@@ -52,7 +52,7 @@ def test_a_cancel_before_the_response_headers_resets_the_stream_and_keeps_the_co
             with scope:
                 try:
                     client.get(server.base_url)
-                except httpx.TransportError as exc:
+                except httpx2.TransportError as exc:
                     failure.append(exc)
 
         worker = threading.Thread(target=request)
@@ -84,7 +84,7 @@ def test_pings_on_the_connection_do_not_postpone_a_read_timeout() -> None:
 
     with HostileServer(script) as server, _client(timeout_s=0.5) as client:
         started = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout), client.stream("GET", server.base_url) as response:
+        with pytest.raises(httpx2.ReadTimeout), client.stream("GET", server.base_url) as response:
             response.read()
         waited = time.monotonic() - started
     # Pings arrived every 20 ms for 10 s: only a per-stream deadline ends this before that.

@@ -2,7 +2,7 @@
 
 Many OpenAI-compatible servers speak only HTTP/1.1: over TLS they answer ALPN with
 ``http/1.1``, and the client must then speak HTTP/1.1 on that same connection and keep it for
-the next request. Behind a proxy the client leaves the job to httpx's own transport.
+the next request. Behind a proxy the client leaves the job to httpx2's own transport.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def test_a_proxy_in_the_environment_hands_requests_to_httpx(
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     with build_http_client(PoolSettings()) as client:
-        assert not isinstance(client._transport, UpstreamTransport)  # httpx's own
+        assert not isinstance(client._transport, UpstreamTransport)  # httpx2's own
     monkeypatch.delenv("HTTPS_PROXY")
     for name in ("HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)

@@ -1,4 +1,4 @@
-"""The package is built on the public APIs of httpx, httpcore, h2 and h11 only.
+"""The package is built on the public APIs of httpx2, httpcore2, h2 and h11 only.
 
 Private names of those libraries change between their patch releases; code that reaches into
 them breaks silently on an upgrade. This test reads every module of ``backend_ai`` and fails
@@ -15,10 +15,12 @@ import backend_ai
 PACKAGE = Path(backend_ai.__file__).resolve().parent
 
 #: Patterns of private use: module-private imports, the pool and connection internals the
-#: httpx/httpcore stack keeps, h2's state-machine tables and buffers, class swaps.
+#: httpx2/httpcore2 stack keeps, h2's state-machine tables and buffers, class swaps.
 FORBIDDEN = {
-    "httpcore private module": re.compile(r"\bhttpcore\._"),
-    "httpx private module": re.compile(r"\bhttpx\._"),
+    # ``httpx2``/``httpcore2`` (what the package is built on) and the ``httpx``/``httpcore``
+    # they were forked from.
+    "httpcore private module": re.compile(r"\bhttpcore2?\._"),
+    "httpx private module": re.compile(r"\bhttpx2?\._"),
     "h2 private name": re.compile(r"\bh2\.\w+\._"),
     "h11 private name": re.compile(r"\bh11\._"),
     # Our own objects may keep a ``self._pool``; another object's ``._pool`` is a library's.
@@ -54,6 +56,9 @@ def test_no_private_names_of_the_http_stack() -> None:
 def test_the_patterns_catch_what_they_are_for() -> None:
     samples = [
         "from httpcore._sync.http2 import HTTP2Connection",
+        "from httpcore2._sync.http2 import HTTP2Connection",
+        "from httpx2._transports.default import ResponseStream",
+        "response = httpx2._models.Response",
         "pool = transport._pool",
         "**H2ConnectionStateMachine._transitions,",
         "self._h2_state.receive_data(data)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-import httpx
+import httpx2
 import pytest
 
 from backend_ai.errors import ConfigError
@@ -229,9 +229,9 @@ def test_headers_and_429s_count_for_the_model_the_request_named():
     hook = budget.response_hook(cap_s=60)
     budget.try_acquire(for_model("b"))
 
-    def answer(model: str, status: int, headers: dict[str, str]) -> httpx.Response:
-        request = httpx.Request("POST", "http://u.test/v1/chat/completions", json={"model": model})
-        return httpx.Response(status, headers=headers, request=request)
+    def answer(model: str, status: int, headers: dict[str, str]) -> httpx2.Response:
+        request = httpx2.Request("POST", "http://u.test/v1/chat/completions", json={"model": model})
+        return httpx2.Response(status, headers=headers, request=request)
 
     hook(answer("a", 200, {"x-ratelimit-limit-requests": "7"}))
     hook(answer("a", 429, {"retry-after": "20"}))

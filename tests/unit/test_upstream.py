@@ -104,11 +104,12 @@ def _status_error(cls, status, message="Something failed."):
         (_status_error(openai.APIStatusError, 502), ErrorCode.UPSTREAM_ERROR),
         (openai.APITimeoutError(request=REQUEST), ErrorCode.TIMEOUT),
         (openai.APIConnectionError(request=REQUEST), ErrorCode.CONNECTION_ERROR),
-        (httpx.ReadTimeout("read timed out"), ErrorCode.TIMEOUT),
-        (httpx.ConnectTimeout("connect timed out"), ErrorCode.TIMEOUT),
-        (httpx.RemoteProtocolError("peer closed"), ErrorCode.CONNECTION_ERROR),
-        (httpx.ReadError("reset"), ErrorCode.CONNECTION_ERROR),
-        (httpx.ConnectError("refused"), ErrorCode.CONNECTION_ERROR),
+        (httpx2.ReadTimeout("read timed out"), ErrorCode.TIMEOUT),
+        (httpx2.ConnectTimeout("connect timed out"), ErrorCode.TIMEOUT),
+        (httpx2.RemoteProtocolError("peer closed"), ErrorCode.CONNECTION_ERROR),
+        (httpx2.ReadError("reset"), ErrorCode.CONNECTION_ERROR),
+        (httpx2.ConnectError("refused"), ErrorCode.CONNECTION_ERROR),
+        (httpx2.PoolTimeout("no connection free"), ErrorCode.TIMEOUT),
         (MalformedChunkError(b'{"choices":[{'), ErrorCode.MALFORMED),
         (UpstreamStreamError("overloaded"), ErrorCode.UPSTREAM_ERROR),
         (RuntimeError("a bug of ours"), ErrorCode.INTERNAL),
@@ -125,14 +126,15 @@ def test_translate_exception_codes(exc, code):
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (httpx2.ReadTimeout("read timed out"), ErrorCode.TIMEOUT),
-        (httpx2.RemoteProtocolError("peer closed"), ErrorCode.CONNECTION_ERROR),
-        (httpx2.ReadError("reset"), ErrorCode.CONNECTION_ERROR),
+        (httpx.ReadTimeout("read timed out"), ErrorCode.TIMEOUT),
+        (httpx.ConnectTimeout("connect timed out"), ErrorCode.TIMEOUT),
+        (httpx.RemoteProtocolError("peer closed"), ErrorCode.CONNECTION_ERROR),
+        (httpx.ReadError("reset"), ErrorCode.CONNECTION_ERROR),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
 )
-def test_translate_exception_knows_the_sdks_own_transport_errors(exc, code):
-    """openai 3.x reads bodies with httpx2 unless given an httpx.Client."""
+def test_translate_exception_knows_httpx_errors_of_a_callers_own_client(exc, code):
+    """The SDK also accepts an ``httpx.Client``; its errors mid-body are raw httpx ones."""
     assert translate_exception(exc)[0] is code
 
 
