@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from types import FrameType
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 import httpx2
 import openai
@@ -213,7 +213,7 @@ def _client(settings: Settings, stack: contextlib.ExitStack) -> tuple[openai.Ope
     client = openai.OpenAI(
         api_key=key or "sk-no-key-needed",
         base_url=base_url or _OPENAI_URL,
-        http_client=cast(Any, http_client),
+        http_client=http_client,
         max_retries=0,
     )
     stack.callback(client.close)

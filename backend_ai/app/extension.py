@@ -18,7 +18,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import openai
 
@@ -141,7 +141,7 @@ def _build_client(settings: Settings, pool: HttpClientPool) -> openai.OpenAI:
         # Explicit, so the SDK never falls back to reading OPENAI_BASE_URL itself.
         base_url=settings.openai_base_url or _OPENAI_URL,
         # The engine's pooled client.
-        http_client=cast(Any, pool.get()),
+        http_client=pool.get(),
         # The engine handles 429 (sequential fallback, Retry-After) and errors itself.
         max_retries=0,
         default_headers=headers or None,
