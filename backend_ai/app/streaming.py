@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.history import HistoryRecord, SectionRecord
-from backend_ai.streaming import StreamConfig, encode_event
+from backend_ai.streaming import StreamConfig
 from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
@@ -42,6 +42,7 @@ from backend_ai.streaming.events import (
     SectionError,
     SectionStarted,
 )
+from backend_ai.streaming.sse import encode_event
 
 if TYPE_CHECKING:
     from flask import Response

@@ -22,13 +22,7 @@ import openai
 import pytest
 
 from backend_ai.simulator import SimulatorProcess
-from backend_ai.streaming import (
-    PoolSettings,
-    SectionExecutor,
-    StreamConfig,
-    StreamStats,
-    build_http_client,
-)
+from backend_ai.streaming import PoolSettings, StreamConfig, build_http_client
 from backend_ai.streaming.batch import (
     BatchDone,
     BatchItem,
@@ -36,6 +30,8 @@ from backend_ai.streaming.batch import (
     BatchRunner,
     ItemResult,
 )
+from backend_ai.streaming.executor import SectionExecutor
+from backend_ai.streaming.stats import StreamStats
 
 PARALLEL = 64
 WALL_ITEMS = int(os.environ.get("BACKEND_AI_BENCH_BATCH_ITEMS", "320"))

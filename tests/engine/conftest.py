@@ -14,14 +14,9 @@ import openai
 import pytest
 
 from backend_ai.simulator import SimulatorProcess
-from backend_ai.streaming import (
-    ParallelStreamManager,
-    PoolSettings,
-    RunOptions,
-    SectionExecutor,
-    StreamStats,
-    build_http_client,
-)
+from backend_ai.streaming import ParallelStreamManager, PoolSettings, RunOptions, build_http_client
+from backend_ai.streaming.executor import SectionExecutor
+from backend_ai.streaming.stats import StreamStats
 
 from .helpers import API_KEY, threads_in_run_section, wait_until
 

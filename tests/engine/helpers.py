@@ -12,16 +12,16 @@ from typing import Any
 
 import openai
 
-from backend_ai.streaming import (
+from backend_ai.streaming import StreamConfig
+from backend_ai.streaming import worker as worker_module
+from backend_ai.streaming.events import (
     ContentChunk,
     Event,
     Heartbeat,
     RunDone,
     SectionDone,
     SectionError,
-    StreamConfig,
 )
-from backend_ai.streaming import worker as worker_module
 from tests.support.protocol import check_stream
 
 API_KEY = "sk-test-engine-4b1d9e0c7a52"

@@ -12,13 +12,8 @@ import time
 
 import pytest
 
-from backend_ai.streaming import (
-    ContentChunk,
-    ErrorCode,
-    RunOptions,
-    SectionDone,
-    SectionError,
-)
+from backend_ai.streaming import RunOptions
+from backend_ai.streaming.events import ContentChunk, ErrorCode, SectionDone, SectionError
 
 from .conftest import H1, H2
 from .helpers import assert_well_formed, chunks_of, ends, section

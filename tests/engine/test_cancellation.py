@@ -15,17 +15,16 @@ from collections import Counter
 import pytest
 
 from backend_ai.errors import LifecycleError
-from backend_ai.streaming import (
+from backend_ai.streaming import ParallelStreamManager, RunOptions
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     Heartbeat,
-    ParallelStreamManager,
     RunDone,
-    RunOptions,
     SectionError,
-    SectionExecutor,
     SectionStarted,
 )
+from backend_ai.streaming.executor import SectionExecutor
 
 from .conftest import H1, H2
 from .helpers import assert_well_formed, collect, ends, plain, section, threads_in_run_section

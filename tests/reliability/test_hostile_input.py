@@ -28,11 +28,9 @@ from backend_ai.app.extension import get_state
 from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.simulator import SimulatorProcess
-from backend_ai.streaming import (
-    format_sse,
-    get_stream_performance_stats,
-    reset_stream_performance_stats,
-)
+from backend_ai.streaming import get_stream_performance_stats
+from backend_ai.streaming.sse import format_sse
+from backend_ai.streaming.stats import reset_stream_performance_stats
 
 from .conftest import StartService
 from .helpers import CANARY_KEY, ScriptedUpstream, check_stream, http_response, parse_sse_body

@@ -7,15 +7,9 @@ import math
 
 import pytest
 
-from backend_ai.streaming import (
-    PRESETS,
-    ConfigError,
-    Mode,
-    RunOptions,
-    StreamConfig,
-    optimize_stream_config,
-)
-from backend_ai.streaming.config import MAX_SECTIONS, validate_configs
+from backend_ai.errors import ConfigError
+from backend_ai.streaming import RunOptions, StreamConfig, optimize_stream_config
+from backend_ai.streaming.config import MAX_SECTIONS, PRESETS, Mode, validate_configs
 
 
 def test_defaults_of_a_section():

@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from backend_ai.streaming import (
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     Event,
     Heartbeat,
-    Mode,
     RateLimitFallback,
     RunDone,
     RunStarted,
