@@ -10,6 +10,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -219,3 +220,13 @@ def test_several_workers_share_one_history(
 
     wait_until(all_saved, 5.0, "every reading in the shared history")
     http.close()
+
+
+def test_root_gunicorn_conf_is_the_packaged_one() -> None:
+    root = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
+    namespace: dict[str, object] = {}
+    exec(compile(root.read_text(), str(root), "exec"), namespace)
+    assert namespace["worker_class"] == "gthread"
+    assert namespace["wsgi_app"] == "backend_ai.app.factory:create_app()"
+    assert callable(namespace["post_worker_init"])
+    assert callable(namespace["worker_exit"])
