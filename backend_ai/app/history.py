@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["HistoryRecord", "HistoryStore", "SectionRecord"]
+__all__ = ["HistoryRecord", "HistoryStore", "SavedSection"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _STOP = object()
 
 
 @dataclass(frozen=True, slots=True)
-class SectionRecord:
+class SavedSection:
     """What one section produced: its text and how it went."""
 
     text: str
@@ -71,7 +71,7 @@ class HistoryRecord:
     duration_ms: float
     cancelled: bool
     input: Mapping[str, Any]
-    sections: Mapping[str, SectionRecord] = field(default_factory=dict)
+    sections: Mapping[str, SavedSection] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {

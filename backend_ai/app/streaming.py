@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from backend_ai.app.extension import ServiceState
-from backend_ai.app.history import HistoryRecord, SectionRecord
+from backend_ai.app.history import HistoryRecord, SavedSection
 from backend_ai.streaming import StreamConfig
 from backend_ai.streaming.events import (
     ContentChunk,
@@ -201,7 +201,7 @@ class RunRecorder:
             cancelled=cancelled,
             input=self._input,
             sections={
-                name: SectionRecord(
+                name: SavedSection(
                     text="".join(s.parts),
                     status=s.status if s.status in ("done", "error") else "incomplete",
                     model=s.model,
