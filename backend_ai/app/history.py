@@ -1,8 +1,8 @@
 """The reading history: finished runs saved to SQLite by a background writer, read back on demand.
 
-Seed 004's lesson: side work must never delay the first token. A stream therefore only *offers*
-its finished reading to ``HistoryStore.submit`` — a non-blocking put on a bounded queue — and one
-named writer thread per process does the SQLite work. If the queue is full (a slow or stuck
+Side work must never delay the first token. A stream therefore only *offers* its finished
+reading to ``HistoryStore.submit`` — a non-blocking put on a bounded queue — and one named
+writer thread per process does the SQLite work. If the queue is full (a slow or stuck
 disk) the record is dropped and counted, never waited for; if SQLite fails, the error is logged
 and the writer goes on. Reads (``recent``) open their own short-lived connection with a busy
 timeout, so they never share state with the writer. Several gunicorn workers may write the same
