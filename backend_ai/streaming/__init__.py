@@ -16,10 +16,13 @@ thread pool from ``executor``; errors from ``backend_ai.errors``.
 One module per concept: ``config`` (what to stream, how), ``events`` (what comes out),
 ``sse`` (events as SSE frames), ``manager`` (the run loop), ``worker`` (one section),
 ``channel`` (bounded fan-in), ``ordering`` (modes), ``rate_limit`` (Retry-After),
-``budget`` (the proactive requests/tokens-per-minute budget), ``batch`` (many items, each
-delivered whole as it finishes),
-``upstream`` (raw SSE parsing, error translation), ``transport`` and ``http_pool`` (the pooled
-HTTP/2 client with cancellable streams), ``executor`` (the shared thread pool), ``stats``.
+``budget`` and ``redis_budget`` (the proactive requests/tokens-per-minute budget, in one
+process or shared through Redis), ``batch`` (many items, each delivered whole as it finishes),
+``upstream`` (raw SSE parsing, error translation) and ``parsers`` (the other API shapes),
+``executor`` (the shared thread pool), ``stats`` (per-section timings). The pooled HTTP client:
+``http_pool`` (the process-wide client), ``transport`` (its httpx transport), ``connection_pool``
+(connections per origin), ``sockets`` (TCP, TLS, protocol choice), ``http2`` and ``http11``
+(one connection each), ``cancel`` (closing a worker's upstream from another thread).
 """
 
 from backend_ai.streaming.config import RunOptions, StreamConfig, optimize_stream_config
