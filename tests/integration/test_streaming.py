@@ -183,6 +183,33 @@ def test_history_saves_each_reading_after_the_stream(sim_app: Flask) -> None:
     assert all(s["ttft_ms"] > 0 for s in reading["sections"].values())
 
 
+def test_history_saves_how_the_engine_ended_each_section(sim_app: Flask) -> None:
+    client = sim_app.test_client()
+    body = {
+        "dream": "a dream",
+        "sim_sections": {"symbols": {"status": 500}, "recommendations": {"error_after": 3}},
+    }
+    texts = check_protocol(stream(client, "/dream/interpret-stream", body))
+    store = get_state(sim_app).history
+    assert store is not None
+    assert store.flush(5.0)
+    (reading,) = client.get("/history?limit=5").get_json()["readings"]
+    sections = reading["sections"]
+    assert reading["cancelled"] is False
+    assert {name: s["status"] for name, s in sections.items()} == {
+        "summary": "done",
+        "symbols": "error",
+        "recommendations": "error",
+    }
+    assert {name: s["text"] for name, s in sections.items()} == texts
+    assert sections["recommendations"]["text"]  # what streamed before the error is kept
+    assert sections["symbols"]["error_code"] == "upstream_error"
+    assert sections["symbols"]["error_message"]
+    assert sections["symbols"]["ttft_ms"] is None
+    assert sections["summary"]["error_code"] is None
+    assert sections["summary"]["duration_ms"] > 0
+
+
 def test_history_lists_newest_first_and_honours_the_limit(sim_app: Flask) -> None:
     client = sim_app.test_client()
     for question in ("one", "two", "three"):
