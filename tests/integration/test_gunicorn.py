@@ -6,10 +6,8 @@ time to first token, wall time against the sum of the sections), never as absolu
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
 from tests.support.protocol import check_protocol
-from tests.support.sse import LiveStream, data_events
+from tests.support.sse import data_events
 
-from .conftest import SECRET_KEY, StartService
-
-DREAM = "dream/interpret-stream"
-
-
-@contextlib.contextmanager
-def open_stream(
-    http: httpx.Client, server: GunicornProcess, route: str, body: dict[str, Any]
-) -> Iterator[LiveStream]:
-    """A POST whose frames are read as they arrive; leaving the block closes the connection."""
-    assert server.url is not None
-    sent_at = time.perf_counter()
-    with http.stream("POST", server.url + route, json=body) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        yield LiveStream(response=response, sent_at=sent_at)
+from .conftest import (
+    DREAM,
+    SECRET_KEY,
+    StartService,
+    cut_while_every_section_streams,
+    open_stream,
+)
 
 
 def metric(server: GunicornProcess, http: httpx.Client, name: str, **labels: str) -> float:
@@ -107,30 +96,18 @@ def test_heartbeats_keep_a_silent_stream_alive(
 def test_client_disconnect_closes_every_upstream_stream(
     service: GunicornProcess, http: httpx.Client, simulator: SimulatorProcess
 ) -> None:
-    itl_ms, tokens = 10, 2000  # 20 s of output per section if nobody stops it
-    body = {"dream": "a dream", "sim": {"ttft_ms": 20, "itl_ms": itl_ms, "tokens": tokens}}
-    with open_stream(http, service, DREAM, body) as live:
-        for _ in live:
-            seen = {f.event["section"] for f in live.frames if f.type == "chunk" and f.event}
-            if seen == {"summary", "symbols", "recommendations"}:
-                break
-        closed_at = time.time()
-    stats = simulator.wait_for_stats(
-        lambda s: len(s["disconnects"]) >= 3 and s["streams_active"] == 0, timeout=10.0
-    )
-    assert stats["streams_completed"] == 0
-    assert stats["streams_started"] == 3
-    latency = max(d["t"] for d in stats["disconnects"]) - closed_at
-    remaining = tokens * itl_ms / 1000
+    cut = cut_while_every_section_streams(http, service, simulator)
+    assert cut.stats["streams_completed"] == 0
+    assert cut.stats["streams_started"] == 3
     # Every upstream stream closed within a tiny fraction of what it would still have sent.
-    assert latency < 0.025 * remaining, f"{latency * 1000:.0f} ms"
+    assert cut.latency_s < 0.025 * cut.remaining_s, f"{cut.latency_s * 1000:.0f} ms"
     wait_until(
         lambda: metric(service, http, "backend_ai_active_streams") == 0,
         5.0,
         "the request's generator ended",
     )
     # The cut reading is still saved, marked as such, with the text that did go out.
-    request_id = data_events(live.frames)[0]["request_id"]
+    request_id = data_events(cut.frames)[0]["request_id"]
     assert service.url is not None
 
     def saved() -> list[dict[str, Any]]:
