@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Generator
 
 import pytest
 
@@ -19,6 +20,7 @@ from backend_ai.streaming import ParallelStreamManager, RunOptions
 from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
+    Event,
     Heartbeat,
     RunDone,
     SectionError,
@@ -170,18 +172,26 @@ def test_manager_close_ends_sections_that_never_started(make_manager, simulator)
     assert simulator.stats(records=False)["requests_total"] == 1
 
 
+def _stream_while_the_only_thread_waits(
+    manager: ParallelStreamManager, one_thread: SectionExecutor
+) -> tuple[Generator[Event, None, None], threading.Event]:
+    """A run streaming on a one-thread executor whose thread is then taken by a task that waits
+    until the returned event is set: a section of the next run queues for that thread. (A
+    section streaming over HTTP/2 gives its thread back once its request is sent.)"""
+    busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
+    next(c for c in busy if isinstance(c, ContentChunk))
+    release = threading.Event()
+    one_thread.submit(release.wait, 30)
+    return busy, release
+
+
 def test_close_does_not_wait_for_sections_still_queued_for_a_thread(client, stats, simulator):
     """A section waiting for a pool thread has nothing to cancel upstream: closing its run
     must not block the request thread for the cancel grace period."""
     one_thread = SectionExecutor(1)
     try:
         manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
-        busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
-        next(c for c in busy if isinstance(c, ContentChunk))
-        # A section streaming over HTTP/2 gives its thread back once its request is sent, so
-        # the only thread is taken by a task that waits.
-        release = threading.Event()
-        one_thread.submit(release.wait, 30)
+        busy, release = _stream_while_the_only_thread_waits(manager, one_thread)
 
         queued = manager.stream(
             [section("queued", **SCENARIOS["streaming"])],
@@ -213,12 +223,7 @@ def test_executor_shut_down_under_a_queued_section_still_ends_its_run(client, st
     instead of waiting forever for a worker that will never run."""
     one_thread = SectionExecutor(1)
     manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
-    busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
-    next(c for c in busy if isinstance(c, ContentChunk))
-    # A section streaming over HTTP/2 gives its thread back once its request is sent, so the
-    # only thread is taken by a task that waits.
-    release = threading.Event()
-    one_thread.submit(release.wait, 30)
+    busy, release = _stream_while_the_only_thread_waits(manager, one_thread)
     queued = manager.stream(
         [section("queued", **SCENARIOS["streaming"])],
         options=RunOptions(heartbeat_s=0.02, deadline_s=1.0),
