@@ -23,6 +23,22 @@ from hyperframe.frame import GoAwayFrame
 from backend_ai.streaming import PoolSettings, build_http_client
 
 
+def _lingering_close(sock: socket.socket) -> None:
+    """Close as servers do after GOAWAY: stop writing, then read until the client closes.
+
+    Closing a socket with unread bytes in its receive buffer (the client's WINDOW_UPDATE or
+    SETTINGS acknowledgement) makes the kernel send RST, and an RST discards what the client
+    has not read yet, so the last DATA frames could vanish before the client sees them.
+    """
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(5)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
 class _GoawayServer:
     """Serves each connection's first two streams around a GOAWAY; later connections normally."""
 
@@ -86,6 +102,7 @@ class _GoawayServer:
                     waiting = []
                 sock.sendall(conn.data_to_send())
                 if went_away and open_streams == 0:
+                    _lingering_close(sock)
                     return
 
     def close(self) -> None:
