@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,20 @@ def open_stream(
         assert response.headers["x-accel-buffering"] == "no"
         assert len(response.headers["x-request-id"]) == 32
         yield LiveStream(response=response, sent_at=sent_at)
+
+
+def read_through_sigterm(http: httpx.Client, server: GunicornProcess) -> list[Frame]:
+    """A long dream run whose server gets SIGTERM at the run's first chunk, read to its end."""
+    body = {"dream": "a dream", "sim": {"ttft_ms": 20, "itl_ms": 10, "tokens": 2000}}
+    with open_stream(http, server, DREAM, body) as live:
+        frames = iter(live)
+        for frame in frames:
+            if frame.type == "chunk":
+                break
+        server.send_signal(signal.SIGTERM)
+        for _ in frames:
+            pass
+    return live.frames
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from .conftest import (
     SECRET_KEY,
     cut_while_every_section_streams,
     open_stream,
+    read_through_sigterm,
     service_env,
 )
 from .test_access_log import access_lines
@@ -324,19 +324,11 @@ def test_no_secret_reaches_a_stream_or_the_log(
 def test_sigterm_ends_open_streams_with_done_and_closes_the_service(
     simulator: SimulatorProcess, http: httpx.Client, tmp_path: Path
 ) -> None:
-    body = {"dream": "d", "sim": {"ttft_ms": 20, "itl_ms": 10, "tokens": 2000}}
     with django_server(service_env(simulator, tmp_path)) as server:
-        with open_stream(http, server, DREAM, body) as live:
-            frames = iter(live)
-            for frame in frames:
-                if frame.type == "chunk":
-                    break
-            server.send_signal(signal.SIGTERM)
-            for _ in frames:
-                pass
+        frames = read_through_sigterm(http, server)
         assert server.wait(timeout=15) == 0
-    check_protocol(live.frames)
-    events = data_events(live.frames)
+    check_protocol(frames)
+    events = data_events(frames)
     assert events[-1]["cancelled"] is True
     assert {e["code"] for e in events if e["type"] == "error"} == {"cancelled"}
     simulator.wait_for_stats(lambda s: s["streams_active"] == 0, timeout=5.0)

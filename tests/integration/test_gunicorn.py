@@ -6,7 +6,6 @@ time to first token, wall time against the sum of the sections), never as absolu
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from .conftest import (
     StartService,
     cut_while_every_section_streams,
     open_stream,
+    read_through_sigterm,
 )
 
 
@@ -156,17 +156,9 @@ def test_sigterm_ends_open_streams_with_a_final_done(
     start_service: StartService, http: httpx.Client, simulator: SimulatorProcess
 ) -> None:
     server = start_service()
-    body = {"dream": "a dream", "sim": {"ttft_ms": 20, "itl_ms": 10, "tokens": 2000}}
-    with open_stream(http, server, DREAM, body) as live:
-        frames = iter(live)
-        for frame in frames:
-            if frame.type == "chunk":
-                break
-        server.send_signal(signal.SIGTERM)
-        for _ in frames:
-            pass
-        events = data_events(live.frames)
-    check_protocol(live.frames)
+    frames = read_through_sigterm(http, server)
+    check_protocol(frames)
+    events = data_events(frames)
     done = events[-1]
     assert done["type"] == "done"
     assert done["cancelled"] is True
