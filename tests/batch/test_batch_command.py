@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine.helpers import wait_until
 
 from backend_ai.batch_io import Journal
+from tests.support.waiting import wait_until
 
 API_KEY = "sk-test-batch-7c3e1a"
 

@@ -113,18 +113,6 @@ def records_by_tag(stats: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return by_tag
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.01):
-    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout:g} s: {predicate}")
-        time.sleep(interval)
-
-
 def threads_in_run_section() -> list[str]:
     """Names of the threads currently inside ``worker.run_section``."""
     code = worker_module.run_section.__code__

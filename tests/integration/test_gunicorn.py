@@ -6,7 +6,6 @@ time to first token, wall time against the sum of the sections), never as absolu
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
 from tests.support.protocol import check_protocol
 from tests.support.sse import data_events
+from tests.support.waiting import wait_until
 
 from .conftest import (
     DREAM,
@@ -37,14 +37,6 @@ def metric(server: GunicornProcess, http: httpx.Client, name: str, **labels: str
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return 0.0
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.01)
 
 
 def test_sections_stream_in_parallel_and_interleaved(
