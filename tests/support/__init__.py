@@ -1,6 +1,6 @@
 """What the tests and the scripts under ``scripts/`` share: the stream-protocol checker
-(``protocol``), the SSE parsers and readers (``sse``), the percentile (``stats``) and the process
-helpers (``process``).
+(``protocol``), the SSE parsers and readers (``sse``), the percentile (``stats``), the process
+helpers (``process``) and a bounded wait for a condition (``waiting``).
 
 It lives under ``tests/`` and not in the ``backend_ai`` package because nothing the package
 ships uses it: it checks the service from the outside, as a client does, and the installed
