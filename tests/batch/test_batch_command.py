@@ -69,6 +69,25 @@ def command(simulator, input_path: Path, output: Path, *extra: str) -> list[str]
     ]
 
 
+def start_batch(
+    simulator,
+    input_path: Path,
+    output: Path,
+    *extra: str,
+    stderr: Any = subprocess.PIPE,
+    text=False,
+) -> subprocess.Popen[Any]:
+    """``backend-ai batch`` started in the background; the test stops it."""
+    return subprocess.Popen(
+        command(simulator, input_path, output, *extra),
+        env=env_for(simulator),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=text,
+    )
+
+
 def run_batch(
     simulator, input_path: Path, output: Path, *extra: str, env=None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -114,13 +133,7 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_exactly_once(tmp_path, simula
     simulator.configure(defaults={"ttft_ms": 40, "itl_ms": 4, "tokens": 15})
     input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_input(input_path, 240)
-    child = subprocess.Popen(
-        command(simulator, input_path, output, "--concurrency", "6"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    child = start_batch(simulator, input_path, output, "--concurrency", "6")
     try:
         wait_until(lambda: len(lines_of(output)) >= 40, timeout=60)
         child.send_signal(signal.SIGKILL)
@@ -145,14 +158,7 @@ def test_ctrl_c_stops_cleanly_cancels_upstream_and_says_how_to_resume(tmp_path, 
     simulator.configure(defaults={"ttft_ms": 200, "itl_ms": 50, "tokens": 40})
     input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_input(input_path, 60)
-    child = subprocess.Popen(
-        command(simulator, input_path, output, "--concurrency", "8"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = start_batch(simulator, input_path, output, "--concurrency", "8", text=True)
     try:
         wait_until(lambda: len(lines_of(output)) >= 3, timeout=60)
         wait_until(lambda: simulator.stats(records=False)["streams_active"] >= 4, timeout=10)
@@ -201,13 +207,7 @@ def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path, simulator):
     master, slave = pty.openpty()
     # A terminal has a size (a fresh pty reports 0 x 0).
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    child = subprocess.Popen(
-        command(simulator, input_path, output, "--concurrency", "4"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
-    )
+    child = start_batch(simulator, input_path, output, "--concurrency", "4", stderr=slave)
     os.close(slave)
     screen = b""
     deadline = time.monotonic() + 60
