@@ -15,17 +15,20 @@ from backend_ai.errors import BackendAIError, ConfigError, LifecycleError
 
 PACKAGE_ROOT = Path(streaming.__file__).resolve().parents[1]
 
-MISSION_NAMES = {
+#: What the README, docs/ and examples/ show a user calling from the package root (or from
+#: its older path, ``backend_ai.app.services.parallel_streaming``); the rest of the engine is
+#: imported from its own modules.
+DOCUMENTED_NAMES = {
     "StreamConfig",
+    "RunOptions",
     "ParallelStreamManager",
     "create_parallel_stream",
     "optimize_stream_config",
     "get_stream_performance_stats",
     "get_http_client",
+    "build_http_client",
+    "PoolSettings",
 }
-#: What the README and docs/ show a user calling from the package root; the rest of the engine
-#: is imported from its own modules.
-DOCUMENTED_NAMES = MISSION_NAMES | {"RunOptions", "PoolSettings", "build_http_client"}
 
 # What each package may not import: the engine is framework-free and knows nothing of the
 # service or the simulator; the simulator stands alone so it can play any upstream.
