@@ -19,7 +19,8 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from types import FrameType
 from typing import Any, TextIO, cast
 
@@ -40,7 +41,7 @@ from backend_ai.streaming.batch import (
     ItemResult,
 )
 from backend_ai.streaming.executor import SectionExecutor
-from backend_ai.streaming.http_pool import PoolSettings, build_http_client
+from backend_ai.streaming.http_pool import build_http_client
 
 __all__ = ["add_arguments", "run"]
 
@@ -197,20 +198,17 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _client(
-    environ: dict[str, str], stack: contextlib.ExitStack
-) -> tuple[openai.OpenAI, httpx.Client]:
-    settings = PoolSettings.from_env(environ)
-    key = environ.get("OPENAI_API_KEY", "").strip() or None
-    base_url = environ.get("OPENAI_BASE_URL", "").strip() or None
+def _client(settings: Settings, stack: contextlib.ExitStack) -> tuple[openai.OpenAI, httpx.Client]:
+    pool = settings.http
+    key, base_url = settings.openai_api_key, settings.openai_base_url
     if key is None and base_url is None:
         from backend_ai.simulator import SimulatorProcess
 
         simulator = stack.enter_context(SimulatorProcess(profile="default"))
         base_url, key = simulator.base_url, _SIMULATOR_KEY
-        settings = PoolSettings(**{**settings.__dict__, "http2_prior_knowledge": True})
+        pool = replace(pool, http2_prior_knowledge=True)
         _say(f"no OPENAI_API_KEY or OPENAI_BASE_URL set: using the embedded simulator ({base_url})")
-    http_client = build_http_client(settings)
+    http_client = build_http_client(pool)
     stack.callback(http_client.close)
     client = openai.OpenAI(
         api_key=key or "sk-no-key-needed",
@@ -222,20 +220,20 @@ def _client(
     return client, http_client
 
 
-def _budget_settings(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
-    """The service's budget settings from the environment (``BACKEND_AI_RPM``, ``_TPM``,
-    ``_BUDGET_WINDOW_S``, ``_REDIS_URL``, ...), with ``--rpm``, ``--tpm`` and
-    ``--budget-window-s`` in place of theirs when given."""
-    overrides = {
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """The service's settings from the environment (the upstream, ``BACKEND_AI_HTTP_*``, the
+    budget's ``BACKEND_AI_RPM``, ``_TPM``, ``_BUDGET_WINDOW_S``, ``_REDIS_URL``, ...), with
+    ``--rpm``, ``--tpm`` and ``--budget-window-s`` in place of theirs when given."""
+    budget = {
         name: value
         for name, value in (
             ("rpm", args.rpm),
             ("tpm", args.tpm),
-            ("budget_window_s", args.budget_window_s),
+            ("window_s", args.budget_window_s),
         )
         if value is not None
     }
-    return Settings.from_env(environ).with_overrides(overrides)
+    return Settings.from_env(environ).with_overrides({"budget": budget})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -270,8 +268,8 @@ def run(args: argparse.Namespace) -> int:
                 on_error=args.on_error,
                 max_retries=args.max_retries,
             )
-            settings = _budget_settings(args, dict(os.environ))
-            client, http_client = _client(dict(os.environ), stack)
+            settings = _settings(args, os.environ)
+            client, http_client = _client(settings, stack)
         except (BackendAIError, ValueError) as exc:
             _say(f"error: {exc}")
             return 2

@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
         return 0
     if args.margin_s is None:
-        args.margin_s = Settings().budget_margin_s
+        args.margin_s = Settings().budget.margin_s
     if args.smoke:
         args.rpm, args.window_s, args.windows, args.clients = 12, 4.0, 3, 6
     phases = [p for p in args.phases.split(",") if p]

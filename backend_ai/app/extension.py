@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import openai
@@ -67,20 +67,8 @@ class ServiceState:
     closed: bool = False
 
     def run_options(self, mode: str) -> RunOptions:
-        """The engine options of one run, from settings plus the request's ordering mode."""
-        s = self.settings
-        return RunOptions(
-            mode=Mode(mode),
-            max_parallel=s.max_parallel,
-            deadline_s=s.deadline_s,
-            stall_timeout_s=s.stall_timeout_s,
-            heartbeat_s=s.heartbeat_s,
-            queue_size=s.queue_size,
-            backpressure_timeout_s=s.backpressure_timeout_s,
-            max_retry_wait_s=s.max_retry_wait_s,
-            max_rate_limit_retries=s.max_rate_limit_retries,
-            include_usage=s.include_usage,
-        )
+        """The engine options of one run: the settings' ``run`` with the request's ordering mode."""
+        return replace(self.settings.run, mode=Mode(mode))
 
     def begin_drain(self) -> None:
         """Start a graceful shutdown: open runs end now, each with its final ``done`` event.
@@ -192,10 +180,10 @@ def build_state(settings: Settings) -> ServiceState:
             budget=budget,
             options=BatchOptions(
                 max_parallel=settings.batch_max_parallel,
-                stall_timeout_s=settings.stall_timeout_s,
-                max_retry_wait_s=settings.max_retry_wait_s,
-                backpressure_timeout_s=settings.backpressure_timeout_s,
-                include_usage=settings.include_usage,
+                stall_timeout_s=settings.run.stall_timeout_s,
+                max_retry_wait_s=settings.run.max_retry_wait_s,
+                backpressure_timeout_s=settings.run.backpressure_timeout_s,
+                include_usage=settings.run.include_usage,
             ),
         ),
         budget=budget,

@@ -46,11 +46,12 @@ def build_rate_budget(
     ``upstream`` is the base URL the client sends to: Redis keeps one window per upstream and
     model. ``metrics`` (None: no metrics) count the times Redis was lost.
     """
-    if not settings.rate_budget_enabled:
+    limits = settings.budget
+    if not limits.enabled:
         return None
-    window_s = settings.budget_window_s
+    window_s = limits.window_s
     # Each start counts for the window plus this margin: its way from here to the upstream.
-    margin_s = settings.budget_margin_s
+    margin_s = limits.margin_s
 
     def on_fallback(down: bool) -> None:
         if metrics is None:
@@ -62,17 +63,17 @@ def build_rate_budget(
     # One connection for the windows of every model: an outage is seen and said once.
     link = (
         None
-        if settings.redis_url is None
+        if limits.redis_url is None
         else RedisLink(
-            settings.redis_url, socket_timeout_s=settings.redis_timeout_s, on_fallback=on_fallback
+            limits.redis_url, socket_timeout_s=limits.redis_timeout_s, on_fallback=on_fallback
         )
     )
 
     def window(model: str, estimator: TokenEstimator) -> RateBudget:
         if link is None:
             return LocalRateBudget(
-                settings.rpm,
-                settings.tpm,
+                limits.rpm,
+                limits.tpm,
                 window_s=window_s,
                 margin_s=margin_s,
                 estimator=estimator,
@@ -81,8 +82,8 @@ def build_rate_budget(
             link,
             upstream=upstream,
             model=model,
-            rpm=settings.rpm,
-            tpm=settings.tpm,
+            rpm=limits.rpm,
+            tpm=limits.tpm,
             window_s=window_s,
             margin_s=margin_s,
             estimator=estimator,
@@ -90,6 +91,6 @@ def build_rate_budget(
 
     budget = PerModelRateBudget(window, on_close=None if link is None else link.close)
     http_client.event_hooks["response"].append(
-        budget.response_hook(cap_s=settings.max_retry_wait_s)
+        budget.response_hook(cap_s=settings.run.max_retry_wait_s)
     )
     return budget

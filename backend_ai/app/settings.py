@@ -1,50 +1,111 @@
-"""Every environment variable of the web service, read in one place into one frozen record.
+"""The web service's configuration: one frozen record of nested, validated groups.
 
-``Settings.from_env()`` is the only code of the service that looks at ``os.environ``; everything
-else receives a ``Settings``. Values are validated in ``__post_init__`` so a typo in the
-environment stops the process at start-up with a message naming the variable and what it
-accepts, instead of surfacing as a failed stream later.
+``Settings`` holds what the service adds (upstream, requests, history, clients, batches) and
+nests one record per concern rather than repeating their fields: ``Settings.run`` is the
+engine's ``RunOptions`` (every run starts from it; each request picks its ``mode``),
+``Settings.http`` the engine's ``PoolSettings``, ``Settings.budget`` the rate budget's
+``BudgetSettings``. Each setting therefore has one definition and one default, the record's.
 
-The secrets (``openai_api_key``, ``auth_token``) are kept out of ``repr`` so a logged or printed
-``Settings`` never carries them.
+``Settings.from_env()`` reads every variable through the engine's one reader
+(``backend_ai.streaming.environment``), from tables kept next to the records they fill:
+``SERVICE_VARIABLES``, ``RUN_VARIABLES`` and ``BUDGET_VARIABLES`` here; ``POOL_VARIABLES``,
+``MAX_WORKERS_VARIABLE`` and ``PRESET_MODEL_VARIABLES`` in the engine, which reads them itself
+when used without the service. ``VARIABLES`` lists them all with the setting each fills; a test
+holds the documentation to it. A bad value stops the process at start-up with a message naming
+the variable and what it accepts, instead of surfacing as a failed stream later.
+
+The secrets (``openai_api_key``, ``auth_token``, ``budget.redis_url``) are kept out of ``repr``
+and out of every error message, so a logged or printed ``Settings`` never carries them.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 from backend_ai.errors import ConfigError
-from backend_ai.streaming.executor import DEFAULT_MAX_WORKERS
-from backend_ai.streaming.http_pool import PoolSettings
+from backend_ai.streaming import environment
+from backend_ai.streaming.config import PRESET_MODEL_VARIABLES, PRESETS, Mode, RunOptions
+from backend_ai.streaming.environment import Variable
+from backend_ai.streaming.executor import DEFAULT_MAX_WORKERS, MAX_WORKERS_VARIABLE
+from backend_ai.streaming.http_pool import POOL_VARIABLES, PoolSettings
 
 __all__ = [
+    "BUDGET_VARIABLES",
     "ENV_PREFIX",
     "MAX_COMPARE_MODELS",
     "PRESET_NAMES",
+    "RUN_VARIABLES",
+    "SERVICE_VARIABLES",
     "SUGGESTED_COMPARE_MODELS",
+    "VARIABLES",
+    "BudgetSettings",
     "Settings",
 ]
 
 ENV_PREFIX = "BACKEND_AI_"
 #: The model presets of ``optimize_stream_config``; each may name its own model.
-PRESET_NAMES = ("simple", "medium", "complex")
-_DEFAULT_MODELS = {"simple": "gpt-4o-mini", "medium": "gpt-4o", "complex": "gpt-4o"}
+PRESET_NAMES = tuple(PRESETS)
 #: Suggested models for the compare page when no allow-list is configured.
 SUGGESTED_COMPARE_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1-mini")
 #: The compare route's limit: up to nine models side by side, as the compare page lays them out.
 MAX_COMPARE_MODELS = 9
 
-_T = TypeVar("_T")
-
 
 def _frozen_map(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetSettings:
+    """The rate budget: limits per model, and the Redis that shares them across processes.
+
+    With neither limits nor Redis there is no budget (the engine's 429 fallback alone).
+    """
+
+    #: Requests / tokens per minute for each model (None: no limit of ours).
+    rpm: int | None = None
+    tpm: int | None = None
+    #: The window ``rpm`` and ``tpm`` count in (a minute, as providers count; shorter in tests).
+    window_s: float = 60.0
+    #: How long a start counts beyond the window. The upstream counts a request when it arrives
+    #: there, the budget when it admits it; between the two lie a worker thread's turn, the
+    #: connection and the upstream's own queue, which grow with the load on both hosts, not
+    #: with the window. A start counting this much longer keeps the two windows apart when
+    #: those delays differ by up to this much between requests.
+    margin_s: float = 1.0
+    #: The Redis every process and host shares the budget through (may carry a password).
+    redis_url: str | None = field(default=None, repr=False)
+    redis_timeout_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        _check_int("rpm", self.rpm, minimum=1, allow_none=True)
+        _check_int("tpm", self.tpm, minimum=1, allow_none=True)
+        _check_seconds("window_s", self.window_s)
+        _check_seconds("margin_s", self.margin_s, allow_zero=True)
+        _check_seconds("redis_timeout_s", self.redis_timeout_s)
+        if self.redis_url is not None and not (
+            isinstance(self.redis_url, str)
+            and self.redis_url.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            # Never echo the value: it may hold a password.
+            raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.redis_url is not None
+
+
+#: The nested groups: the setting's name and the record it holds.
+_GROUPS: Mapping[str, type[RunOptions] | type[PoolSettings] | type[BudgetSettings]] = {
+    "run": RunOptions,
+    "http": PoolSettings,
+    "budget": BudgetSettings,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,46 +120,29 @@ class Settings:
     upstream_is_simulator: bool = False
     #: Simulator controls sent with every upstream request as the ``X-Sim`` header.
     sim_defaults: Mapping[str, Any] = field(default_factory=lambda: _frozen_map(None))
-    models: Mapping[str, str] = field(default_factory=lambda: _frozen_map(_DEFAULT_MODELS))
+    #: The model of each preset of ``optimize_stream_config`` (by default the preset's own).
+    models: Mapping[str, str] = field(
+        default_factory=lambda: _frozen_map({name: p.model for name, p in PRESETS.items()})
+    )
     #: Allowed models for ``/compare/stream``; empty means any model name is accepted.
     compare_models: tuple[str, ...] = ()
 
     # Engine
-    #: Section threads per process (the engine's bounded pool; its default is the engine's);
-    #: sections beyond it wait their turn.
-    max_workers: int = DEFAULT_MAX_WORKERS
-    max_parallel: int | None = None
-    deadline_s: float | None = 300.0
-    stall_timeout_s: float | None = 30.0
-    heartbeat_s: float | None = 15.0
-    queue_size: int = 256
-    backpressure_timeout_s: float = 30.0
-    max_retry_wait_s: float = 30.0
-    max_rate_limit_retries: int = 2
-    include_usage: bool = True
-    #: The pooled upstream client's sizes and timeouts (``BACKEND_AI_HTTP_*``).
+    #: What every run starts from (deadlines, heartbeats, buffering, 429 handling); each
+    #: request picks its own ``mode``, so ``run.mode`` stays at its default.
+    run: RunOptions = field(default_factory=RunOptions)
+    #: The pooled upstream client's sizes and timeouts.
     http: PoolSettings = field(default_factory=PoolSettings)
-    #: Proactive rate budget shared by every run of the process (None: no limit of ours).
-    rpm: int | None = None
-    tpm: int | None = None
+    #: Section threads per process (the engine's bounded pool); sections beyond it wait their
+    #: turn.
+    max_workers: int = DEFAULT_MAX_WORKERS
+    #: The proactive requests/tokens-per-minute budget shared by every run of the process.
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
 
     # Batches (``POST /batch/stream``)
     batch_max_items: int = 1000
     batch_max_item_chars: int = 4000
     batch_max_parallel: int = 8
-
-    # Rate budget (``rpm`` / ``tpm`` above), shared through Redis when ``redis_url`` is set
-    #: The window ``rpm`` and ``tpm`` count in (a minute, as providers count; shorter in tests).
-    budget_window_s: float = 60.0
-    #: How long a start counts beyond the window. The upstream counts a request when it arrives
-    #: there, the budget when it admits it; between the two lie a worker thread's turn, the
-    #: connection and the upstream's own queue, which grow with the load on both hosts, not
-    #: with the window. A start counting this much longer keeps the two windows apart when
-    #: those delays differ by up to this much between requests.
-    budget_margin_s: float = 1.0
-    #: The Redis every process and host shares the budget through (may carry a password).
-    redis_url: str | None = field(default=None, repr=False)
-    redis_timeout_s: float = 0.25
 
     # Requests
     max_text_chars: int = 4000
@@ -159,18 +203,16 @@ class Settings:
             isinstance(m, str) and m.strip() for m in self.compare_models
         ):
             raise ConfigError("compare_models must be distinct non-empty model names")
+        for name, kind in _GROUPS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(
+                    f"{name} must be a {kind.__name__} (or, in overrides, a mapping of its fields)"
+                )
+        if self.run.mode is not Mode.INTERLEAVED:
+            raise ConfigError(
+                "run.mode is chosen by each request (its 'mode' field); leave it at its default"
+            )
         _check_int("max_workers", self.max_workers, minimum=1)
-        _check_int("max_parallel", self.max_parallel, minimum=1, allow_none=True)
-        for name in ("deadline_s", "stall_timeout_s", "heartbeat_s"):
-            _check_seconds(name, getattr(self, name), allow_none=True)
-        for name in ("backpressure_timeout_s", "max_retry_wait_s"):
-            _check_seconds(name, getattr(self, name))
-        if not isinstance(self.http, PoolSettings):
-            raise ConfigError("http must be a PoolSettings")
-        _check_int("queue_size", self.queue_size, minimum=1)
-        _check_int("max_rate_limit_retries", self.max_rate_limit_retries, minimum=0)
-        _check_int("rpm", self.rpm, minimum=1, allow_none=True)
-        _check_int("tpm", self.tpm, minimum=1, allow_none=True)
         _check_int("batch_max_items", self.batch_max_items, minimum=1)
         _check_int("batch_max_item_chars", self.batch_max_item_chars, minimum=1)
         _check_int("batch_max_parallel", self.batch_max_parallel, minimum=1)
@@ -189,102 +231,72 @@ class Settings:
             )
         _check_int("history_max_rows", self.history_max_rows, minimum=1, allow_none=True)
         _check_seconds("send_timeout_s", self.send_timeout_s, allow_none=True)
-        _check_seconds("budget_window_s", self.budget_window_s)
-        _check_seconds("budget_margin_s", self.budget_margin_s, allow_zero=True)
-        _check_seconds("redis_timeout_s", self.redis_timeout_s)
-        if self.redis_url is not None and not (
-            isinstance(self.redis_url, str)
-            and self.redis_url.startswith(("redis://", "rediss://", "unix://"))
-        ):
-            # Never echo the value: it may hold a password.
-            raise ConfigError("redis_url must start with redis://, rediss:// or unix://")
-
-    @property
-    def rate_budget_enabled(self) -> bool:
-        return self.rpm is not None or self.tpm is not None or self.redis_url is not None
 
     @property
     def history_enabled(self) -> bool:
         return self.history_db_path is not None
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
-        """A copy with some fields replaced; unknown names are a ``ConfigError``."""
+        """A copy with some fields replaced; unknown names are a ``ConfigError``.
+
+        A nested group (``run``, ``http``, ``budget``) may be given as a mapping of some of its
+        fields, which replace those fields only: ``{"run": {"heartbeat_s": 5}}``.
+        """
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(f"unknown settings: {', '.join(unknown)}")
-        return replace(self, **dict(overrides))
+            raise ConfigError(f"unknown settings: {', '.join(map(_where_it_lives, unknown))}")
+        changes = dict(overrides)
+        for name in _GROUPS:
+            given = changes.get(name)
+            if isinstance(given, Mapping):
+                changes[name] = _group_with(name, getattr(self, name), given)
+        return replace(self, **changes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the service's configuration from environment variables (see docs/SERVICE.md)."""
-        env = _Env(os.environ if environ is None else environ)
-        defaults = cls()
-        return cls(
-            openai_api_key=env.text("OPENAI_API_KEY"),
-            openai_base_url=env.text("OPENAI_BASE_URL"),
-            upstream_is_simulator=env.flag("BACKEND_AI_UPSTREAM_SIMULATOR", False),
-            sim_defaults=env.json_object("BACKEND_AI_SIM_DEFAULTS"),
+        env = os.environ if environ is None else environ
+        return environment.read(
+            cls,
+            SERVICE_VARIABLES,
+            env,
+            run=environment.read(RunOptions, RUN_VARIABLES, env),
+            http=PoolSettings.from_env(env),
+            budget=environment.read(BudgetSettings, BUDGET_VARIABLES, env),
             models={
-                name: env.text(f"BACKEND_AI_MODEL_{name.upper()}") or defaults.models[name]
-                for name in PRESET_NAMES
+                name: environment.value(variable, PRESETS[name].model, env)
+                for name, variable in PRESET_MODEL_VARIABLES.items()
             },
-            compare_models=env.csv("BACKEND_AI_COMPARE_MODELS"),
-            max_workers=env.number("BACKEND_AI_MAX_WORKERS", defaults.max_workers, int),
-            max_parallel=env.number("BACKEND_AI_MAX_PARALLEL", None, int),
-            deadline_s=env.seconds("BACKEND_AI_DEADLINE_S", defaults.deadline_s),
-            stall_timeout_s=env.seconds("BACKEND_AI_STALL_TIMEOUT_S", defaults.stall_timeout_s),
-            heartbeat_s=env.seconds("BACKEND_AI_HEARTBEAT_S", defaults.heartbeat_s),
-            queue_size=env.number("BACKEND_AI_QUEUE_SIZE", defaults.queue_size, int),
-            backpressure_timeout_s=env.number(
-                "BACKEND_AI_BACKPRESSURE_TIMEOUT_S", defaults.backpressure_timeout_s, float
-            ),
-            max_retry_wait_s=env.number(
-                "BACKEND_AI_MAX_RETRY_WAIT_S", defaults.max_retry_wait_s, float
-            ),
-            max_rate_limit_retries=env.number(
-                "BACKEND_AI_MAX_RATE_LIMIT_RETRIES", defaults.max_rate_limit_retries, int
-            ),
-            include_usage=env.flag("BACKEND_AI_INCLUDE_USAGE", defaults.include_usage),
-            http=PoolSettings.from_env(env.environ),
-            rpm=env.number("BACKEND_AI_RPM", None, int),
-            tpm=env.number("BACKEND_AI_TPM", None, int),
-            batch_max_items=env.number("BACKEND_AI_BATCH_MAX_ITEMS", defaults.batch_max_items, int),
-            batch_max_item_chars=env.number(
-                "BACKEND_AI_BATCH_MAX_ITEM_CHARS", defaults.batch_max_item_chars, int
-            ),
-            batch_max_parallel=env.number(
-                "BACKEND_AI_BATCH_MAX_PARALLEL", defaults.batch_max_parallel, int
-            ),
-            max_text_chars=env.number("BACKEND_AI_MAX_TEXT_CHARS", defaults.max_text_chars, int),
-            max_content_length=env.number(
-                "BACKEND_AI_MAX_CONTENT_LENGTH", defaults.max_content_length, int
-            ),
-            auth_token=env.text("BACKEND_AI_AUTH_TOKEN"),
-            cors_origins=env.csv("BACKEND_AI_CORS_ORIGINS"),
-            history_db_path=env.optional_path("BACKEND_AI_HISTORY_DB", env.default_history_path()),
-            history_queue_size=env.number(
-                "BACKEND_AI_HISTORY_QUEUE_SIZE", defaults.history_queue_size, int
-            ),
-            history_max_age_days=env.seconds(
-                "BACKEND_AI_HISTORY_MAX_AGE_DAYS", defaults.history_max_age_days
-            ),
-            history_max_rows=env.optional_int(
-                "BACKEND_AI_HISTORY_MAX_ROWS", defaults.history_max_rows
-            ),
-            send_timeout_s=env.seconds("BACKEND_AI_SEND_TIMEOUT_S", defaults.send_timeout_s),
-            access_log=env.flag("BACKEND_AI_ACCESS_LOG", defaults.access_log),
-            budget_window_s=env.number(
-                "BACKEND_AI_BUDGET_WINDOW_S", defaults.budget_window_s, float
-            ),
-            budget_margin_s=env.number(
-                "BACKEND_AI_BUDGET_MARGIN_S", defaults.budget_margin_s, float
-            ),
-            redis_url=env.text("BACKEND_AI_REDIS_URL"),
-            redis_timeout_s=env.number(
-                "BACKEND_AI_REDIS_TIMEOUT_S", defaults.redis_timeout_s, float
-            ),
+            history_db_path=_default_history_path(env),
         )
+
+
+def _where_it_lives(name: str) -> str:
+    """``name``, and where such a setting lives when a group has it (``heartbeat_s`` is
+    ``run.heartbeat_s``, ``budget_window_s`` is ``budget.window_s``)."""
+    for group, kind in _GROUPS.items():
+        for candidate in (name, name.removeprefix(f"{group}_")):
+            if candidate in {f.name for f in fields(kind)}:
+                return f"{name} (it is {group}.{candidate})"
+    return name
+
+
+def _group_with(name: str, current: Any, given: Mapping[str, Any]) -> Any:
+    """``current`` with the fields ``given`` names replaced; unknown names are refused."""
+    known = {f.name for f in fields(current)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(f"unknown {name} settings: {', '.join(unknown)}")
+    return replace(current, **given)
+
+
+def _default_history_path(environ: Mapping[str, str]) -> str:
+    """``$XDG_STATE_HOME/backend_ai/history.sqlite3`` (``~/.local/state`` when unset)."""
+    state_home = environ.get("XDG_STATE_HOME", "").strip() or os.path.join(
+        environ.get("HOME", "").strip() or os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(state_home, "backend_ai", "history.sqlite3")
 
 
 def _check_int(name: str, value: object, *, minimum: int, allow_none: bool = False) -> None:
@@ -312,85 +324,59 @@ def _check_seconds(
         raise ConfigError(f"{name} must be a {kind} number of seconds{extra}, got {value!r}")
 
 
-_OFF_WORDS = ("", "off", "none", "0", "false", "no")
+#: The variables of ``Settings.run``: the limits every run of the service starts from.
+RUN_VARIABLES = (
+    Variable("BACKEND_AI_MAX_PARALLEL", "max_parallel", environment.integer),
+    Variable("BACKEND_AI_DEADLINE_S", "deadline_s", environment.number_or_off),
+    Variable("BACKEND_AI_STALL_TIMEOUT_S", "stall_timeout_s", environment.number_or_off),
+    Variable("BACKEND_AI_HEARTBEAT_S", "heartbeat_s", environment.number_or_off),
+    Variable("BACKEND_AI_QUEUE_SIZE", "queue_size", environment.integer),
+    Variable("BACKEND_AI_BACKPRESSURE_TIMEOUT_S", "backpressure_timeout_s", environment.number),
+    Variable("BACKEND_AI_MAX_RETRY_WAIT_S", "max_retry_wait_s", environment.number),
+    Variable("BACKEND_AI_MAX_RATE_LIMIT_RETRIES", "max_rate_limit_retries", environment.integer),
+    Variable("BACKEND_AI_INCLUDE_USAGE", "include_usage", environment.flag),
+)
 
+#: The variables of ``Settings``' own fields (``BACKEND_AI_MAX_WORKERS`` is the engine's).
+SERVICE_VARIABLES = (
+    Variable("OPENAI_API_KEY", "openai_api_key", secret=True),
+    Variable("OPENAI_BASE_URL", "openai_base_url"),
+    Variable("BACKEND_AI_UPSTREAM_SIMULATOR", "upstream_is_simulator", environment.flag),
+    Variable("BACKEND_AI_SIM_DEFAULTS", "sim_defaults", environment.json_object),
+    Variable("BACKEND_AI_COMPARE_MODELS", "compare_models", environment.comma_list),
+    MAX_WORKERS_VARIABLE,
+    Variable("BACKEND_AI_BATCH_MAX_ITEMS", "batch_max_items", environment.integer),
+    Variable("BACKEND_AI_BATCH_MAX_ITEM_CHARS", "batch_max_item_chars", environment.integer),
+    Variable("BACKEND_AI_BATCH_MAX_PARALLEL", "batch_max_parallel", environment.integer),
+    Variable("BACKEND_AI_MAX_TEXT_CHARS", "max_text_chars", environment.integer),
+    Variable("BACKEND_AI_MAX_CONTENT_LENGTH", "max_content_length", environment.integer),
+    Variable("BACKEND_AI_AUTH_TOKEN", "auth_token", secret=True),
+    Variable("BACKEND_AI_CORS_ORIGINS", "cors_origins", environment.comma_list),
+    # Blank, like off, keeps no history.
+    Variable("BACKEND_AI_HISTORY_DB", "history_db_path", environment.path_or_off, blank=None),
+    Variable("BACKEND_AI_HISTORY_QUEUE_SIZE", "history_queue_size", environment.integer),
+    Variable("BACKEND_AI_HISTORY_MAX_AGE_DAYS", "history_max_age_days", environment.number_or_off),
+    Variable("BACKEND_AI_HISTORY_MAX_ROWS", "history_max_rows", environment.integer_or_off),
+    Variable("BACKEND_AI_SEND_TIMEOUT_S", "send_timeout_s", environment.number_or_off),
+    Variable("BACKEND_AI_ACCESS_LOG", "access_log", environment.flag),
+)
 
-class _Env:
-    """Typed reads of environment variables; every error names the variable."""
+#: The variables of ``Settings.budget``.
+BUDGET_VARIABLES = (
+    Variable("BACKEND_AI_RPM", "rpm", environment.integer),
+    Variable("BACKEND_AI_TPM", "tpm", environment.integer),
+    Variable("BACKEND_AI_BUDGET_WINDOW_S", "window_s", environment.number),
+    Variable("BACKEND_AI_BUDGET_MARGIN_S", "margin_s", environment.number),
+    Variable("BACKEND_AI_REDIS_URL", "redis_url", secret=True),
+    Variable("BACKEND_AI_REDIS_TIMEOUT_S", "redis_timeout_s", environment.number),
+)
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        self._environ = environ
-
-    def text(self, name: str) -> str | None:
-        value = self._environ.get(name, "").strip()
-        return value or None
-
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self._environ.get(name, "").strip().lower()
-        if not raw:
-            return default
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
-
-    def number(self, name: str, default: _T, kind: Callable[[str], _T]) -> _T:
-        raw = self._environ.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            return kind(raw)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
-
-    def seconds(self, name: str, default: float | None) -> float | None:
-        """A positive number of seconds, or ``off``/``none``/``0`` to disable."""
-        raw = self._environ.get(name)
-        if raw is None or not raw.strip():
-            return default
-        if raw.strip().lower() in _OFF_WORDS:
-            return None
-        return self.number(name, default, float)
-
-    def optional_int(self, name: str, default: int | None) -> int | None:
-        """An integer, or ``off``/``none``/``0`` for no limit."""
-        raw = self._environ.get(name)
-        if raw is None or not raw.strip():
-            return default
-        if raw.strip().lower() in _OFF_WORDS:
-            return None
-        return self.number(name, default, int)
-
-    def csv(self, name: str) -> tuple[str, ...]:
-        raw = self._environ.get(name, "")
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-    def json_object(self, name: str) -> Mapping[str, Any]:
-        raw = self._environ.get(name, "").strip()
-        if not raw:
-            return {}
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a JSON object, got invalid JSON") from None
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
-        return value
-
-    def default_history_path(self) -> str:
-        """``$XDG_STATE_HOME/backend_ai/history.sqlite3`` (``~/.local/state`` when unset)."""
-        state_home = self.text("XDG_STATE_HOME") or os.path.join(
-            self.text("HOME") or os.path.expanduser("~"), ".local", "state"
-        )
-        return os.path.join(state_home, "backend_ai", "history.sqlite3")
-
-    def optional_path(self, name: str, default: str | None) -> str | None:
-        raw = self._environ.get(name)
-        if raw is None:
-            return default
-        if raw.strip().lower() in _OFF_WORDS:
-            return None
-        return raw.strip()
+#: Every variable ``Settings.from_env`` reads, with the setting it fills (``run.deadline_s``,
+#: ``models.simple``); the documentation lists exactly these.
+VARIABLES: tuple[tuple[str, Variable], ...] = (
+    *((v.field, v) for v in SERVICE_VARIABLES),
+    *((f"run.{v.field}", v) for v in RUN_VARIABLES),
+    *((f"http.{v.field}", v) for v in POOL_VARIABLES),
+    *((f"budget.{v.field}", v) for v in BUDGET_VARIABLES),
+    *((f"models.{v.field}", v) for v in PRESET_MODEL_VARIABLES.values()),
+)

@@ -7,13 +7,14 @@ any thread starts or any byte is produced — with a message that says what is a
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
 from backend_ai.errors import ConfigError
+from backend_ai.streaming import environment
+from backend_ai.streaming.environment import Variable
 
 __all__ = [
     "APIS",
@@ -276,11 +277,15 @@ PRESETS: Mapping[str, Preset] = {
 }
 
 
+#: ``BACKEND_AI_MODEL_SIMPLE`` / ``_MEDIUM`` / ``_COMPLEX``: the model of each preset, when set.
+PRESET_MODEL_VARIABLES: Mapping[str, Variable] = {
+    name: Variable(f"BACKEND_AI_MODEL_{name.upper()}", name) for name in PRESETS
+}
+
+
 def preset_model(complexity: str, environ: Mapping[str, str] | None = None) -> str:
     """The model for a preset: ``BACKEND_AI_MODEL_<COMPLEXITY>`` when set, else the default."""
-    env = os.environ if environ is None else environ
-    override = env.get(f"BACKEND_AI_MODEL_{complexity.upper()}", "").strip()
-    return override or PRESETS[complexity].model
+    return environment.value(PRESET_MODEL_VARIABLES[complexity], PRESETS[complexity].model, environ)
 
 
 def optimize_stream_config(

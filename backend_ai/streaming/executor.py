@@ -22,30 +22,42 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from backend_ai.errors import ConfigError, LifecycleError
+from backend_ai.streaming import environment
+from backend_ai.streaming.environment import Variable
 
-__all__ = ["SectionExecutor", "get_section_executor", "shutdown_section_executor"]
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "MAX_WORKERS_VARIABLE",
+    "SectionExecutor",
+    "get_section_executor",
+    "max_workers_from_env",
+    "shutdown_section_executor",
+]
 
 #: The pool's size unless ``BACKEND_AI_MAX_WORKERS`` or the caller says otherwise; the service's
 #: settings use it too. gunicorn's 32 threads per worker times three sections a run is 96.
 DEFAULT_MAX_WORKERS = 128
 
 
-def max_workers_from_env() -> int:
-    raw = os.environ.get("BACKEND_AI_MAX_WORKERS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_WORKERS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"BACKEND_AI_MAX_WORKERS must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"BACKEND_AI_MAX_WORKERS must be at least 1, got {value}")
-    return value
+#: The pool's size in the environment; the service's settings read it through this too.
+MAX_WORKERS_VARIABLE = Variable("BACKEND_AI_MAX_WORKERS", "max_workers", environment.integer)
+
+
+def max_workers_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``BACKEND_AI_MAX_WORKERS``, else ``DEFAULT_MAX_WORKERS``; checked by ``SectionExecutor``."""
+    return environment.value(
+        MAX_WORKERS_VARIABLE, DEFAULT_MAX_WORKERS, environ, check=_check_max_workers
+    )
+
+
+def _check_max_workers(workers: object) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"max_workers must be a positive integer, got {workers!r}")
 
 
 class SectionExecutor:
@@ -53,8 +65,7 @@ class SectionExecutor:
 
     def __init__(self, max_workers: int | None = None) -> None:
         workers = max_workers_from_env() if max_workers is None else max_workers
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"max_workers must be a positive integer, got {workers!r}")
+        _check_max_workers(workers)
         self.max_workers = workers
         self._pool = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="backend-ai-section"

@@ -23,51 +23,18 @@ from dataclasses import dataclass
 import httpx
 
 from backend_ai.errors import ConfigError, LifecycleError
+from backend_ai.streaming import environment
+from backend_ai.streaming.environment import Variable
 from backend_ai.streaming.transport import UpstreamTransport
 
 __all__ = [
+    "POOL_VARIABLES",
     "HttpClientPool",
     "PoolSettings",
     "build_http_client",
     "close_http_client",
     "get_http_client",
 ]
-
-_ENV_PREFIX = "BACKEND_AI_HTTP_"
-
-
-def _env_number(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(_ENV_PREFIX + name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ConfigError(f"{_ENV_PREFIX}{name} must be a finite number, got {raw!r}")
-    return value
-
-
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(_ENV_PREFIX + name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{_ENV_PREFIX}{name} must be an integer, got {raw!r}") from None
-
-
-def _env_flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(_ENV_PREFIX + name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{_ENV_PREFIX}{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,23 +84,22 @@ class PoolSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PoolSettings:
-        env = os.environ if environ is None else environ
-        defaults = cls()
-        return cls(
-            max_keepalive_connections=_env_int(
-                env, "MAX_KEEPALIVE", defaults.max_keepalive_connections
-            ),
-            max_connections=_env_int(env, "MAX_CONNECTIONS", defaults.max_connections),
-            keepalive_expiry_s=_env_number(env, "KEEPALIVE_EXPIRY", defaults.keepalive_expiry_s),
-            timeout_s=_env_number(env, "TIMEOUT", defaults.timeout_s),
-            connect_timeout_s=_env_number(env, "CONNECT_TIMEOUT", defaults.connect_timeout_s),
-            http2=_env_flag(env, "HTTP2", defaults.http2),
-            http2_prior_knowledge=_env_flag(
-                env, "HTTP2_PRIOR_KNOWLEDGE", defaults.http2_prior_knowledge
-            ),
-            ping_interval_s=_env_number(env, "PING_INTERVAL", defaults.ping_interval_s),
-            ping_timeout_s=_env_number(env, "PING_TIMEOUT", defaults.ping_timeout_s),
-        )
+        """The defaults, with each field a ``BACKEND_AI_HTTP_*`` variable sets replaced."""
+        return environment.read(cls, POOL_VARIABLES, environ)
+
+
+#: The variables ``PoolSettings.from_env`` reads, one per field.
+POOL_VARIABLES = (
+    Variable("BACKEND_AI_HTTP_MAX_KEEPALIVE", "max_keepalive_connections", environment.integer),
+    Variable("BACKEND_AI_HTTP_MAX_CONNECTIONS", "max_connections", environment.integer),
+    Variable("BACKEND_AI_HTTP_KEEPALIVE_EXPIRY", "keepalive_expiry_s", environment.number),
+    Variable("BACKEND_AI_HTTP_TIMEOUT", "timeout_s", environment.number),
+    Variable("BACKEND_AI_HTTP_CONNECT_TIMEOUT", "connect_timeout_s", environment.number),
+    Variable("BACKEND_AI_HTTP_HTTP2", "http2", environment.flag),
+    Variable("BACKEND_AI_HTTP_HTTP2_PRIOR_KNOWLEDGE", "http2_prior_knowledge", environment.flag),
+    Variable("BACKEND_AI_HTTP_PING_INTERVAL", "ping_interval_s", environment.number),
+    Variable("BACKEND_AI_HTTP_PING_TIMEOUT", "ping_timeout_s", environment.number),
+)
 
 
 def build_http_client(

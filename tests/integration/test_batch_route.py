@@ -90,9 +90,9 @@ def test_bad_requests_are_json_errors_before_any_stream(
 
 def test_rpm_and_tpm_settings_give_the_service_one_budget(make_app: MakeApp) -> None:
     from backend_ai.app.extension import get_state
-    from backend_ai.app.settings import Settings
+    from backend_ai.app.settings import BudgetSettings, Settings
 
-    app = make_app(rpm=60, tpm=90_000)
+    app = make_app(budget=BudgetSettings(rpm=60, tpm=90_000))
     state = get_state(app)
     assert state.budget is not None
     # The limits apply to each model's window on its own.
@@ -101,7 +101,7 @@ def test_rpm_and_tpm_settings_give_the_service_one_budget(make_app: MakeApp) -> 
         assert state.budget.for_model(model).snapshot()["tpm"] == 90_000
     assert get_state(make_app()).budget is None
     settings = Settings.from_env({"BACKEND_AI_RPM": "500", "BACKEND_AI_TPM": "30000"})
-    assert (settings.rpm, settings.tpm) == (500, 30_000)
+    assert (settings.budget.rpm, settings.budget.tpm) == (500, 30_000)
 
 
 def test_a_client_that_goes_away_cancels_every_item_upstream(

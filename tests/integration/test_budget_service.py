@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend_ai.app.metrics import ServiceMetrics
 from backend_ai.app.rate_budget import build_rate_budget
 from backend_ai.app.redis_process import RedisProcess
-from backend_ai.app.settings import Settings
+from backend_ai.app.settings import BudgetSettings, Settings
 from backend_ai.errors import ConfigError
 from backend_ai.simulator import SimulatorProcess
 from backend_ai.streaming import PoolSettings
@@ -38,13 +38,17 @@ def test_budget_settings_are_read_and_the_redis_url_stays_out_of_repr() -> None:
             "BACKEND_AI_REDIS_TIMEOUT_S": "0.1",
         }
     )
-    assert (settings.rpm, settings.tpm, settings.budget_window_s) == (60, 90000, 10.0)
-    assert settings.budget_margin_s == 0.5
-    assert Settings.from_env({"BACKEND_AI_BUDGET_MARGIN_S": "0"}).budget_margin_s == 0
-    assert settings.redis_url == "redis://:hunter2@redis.internal:6379/0"
-    assert settings.redis_timeout_s == 0.1
+    assert settings.budget == BudgetSettings(
+        rpm=60,
+        tpm=90000,
+        window_s=10.0,
+        margin_s=0.5,
+        redis_url="redis://:hunter2@redis.internal:6379/0",
+        redis_timeout_s=0.1,
+    )
+    assert Settings.from_env({"BACKEND_AI_BUDGET_MARGIN_S": "0"}).budget.margin_s == 0
     assert "hunter2" not in repr(settings)
-    assert not Settings.from_env({}).rate_budget_enabled
+    assert not Settings.from_env({}).budget.enabled
 
 
 @pytest.mark.parametrize(
@@ -64,12 +68,14 @@ def test_no_budget_settings_no_budget_and_limits_alone_a_local_one() -> None:
     with httpx.Client() as http:
         assert build_rate_budget(Settings(), metrics, http, upstream="u") is None
         assert not http.event_hooks["response"]
-        budget = build_rate_budget(Settings(rpm=5), metrics, http, upstream="u")
+        budget = build_rate_budget(
+            Settings(budget=BudgetSettings(rpm=5)), metrics, http, upstream="u"
+        )
         assert budget is not None
         local = budget.for_model("gpt-4o")  # one window per model
         assert isinstance(local, LocalRateBudget)
         assert local is not budget.for_model("gpt-4o-mini")
-        assert local.margin_s == Settings().budget_margin_s  # the setting, not a rule of its own
+        assert local.margin_s == Settings().budget.margin_s  # the setting, not a rule of its own
         assert len(http.event_hooks["response"]) == 1  # it hears every upstream answer
 
 
@@ -102,7 +108,9 @@ def _sim_app(make_app: MakeApp, simulator: SimulatorProcess, **settings: object)
 def test_with_redis_the_apps_starts_are_counted_where_every_process_sees_them(
     make_app: MakeApp, simulator: SimulatorProcess, redis_server: RedisProcess
 ) -> None:
-    client = _sim_app(make_app, simulator, rpm=100, redis_url=redis_server.url)
+    client = _sim_app(
+        make_app, simulator, budget=BudgetSettings(rpm=100, redis_url=redis_server.url)
+    )
     _run(client)
     # Another process's view of the same upstream: each section is in its model's shared
     # window (the dream page asks gpt-4o for one section and gpt-4o-mini for two).
@@ -125,7 +133,9 @@ def test_without_its_redis_the_app_streams_on_and_says_so_once(
     redis_server: RedisProcess,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    client = _sim_app(make_app, simulator, rpm=100, redis_url=redis_server.url)
+    client = _sim_app(
+        make_app, simulator, budget=BudgetSettings(rpm=100, redis_url=redis_server.url)
+    )
     redis_server.kill()
     with caplog.at_level(logging.WARNING, logger="backend_ai"):
         _run(client)

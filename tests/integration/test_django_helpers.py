@@ -37,7 +37,7 @@ def service_settings(simulator: SimulatorProcess) -> Iterator[None]:
         "openai_api_key": SECRET_KEY,
         "openai_base_url": simulator.base_url,
         "upstream_is_simulator": True,
-        "heartbeat_s": 0.2,
+        "run": {"heartbeat_s": 0.2},
         "http": {"http2_prior_knowledge": True},
     }
     with override_settings(BACKEND_AI=fields):
@@ -121,7 +121,9 @@ def test_the_service_is_built_once_per_process_and_rebuilt_after_close(
         ({"no_such_setting": 1}, "unknown settings: no_such_setting"),
         ({"http": {"no_such_pool_field": 1}}, "no_such_pool_field"),
         ("sk-...", "must be a Settings or a mapping"),
-        ({"heartbeat_s": -1}, "heartbeat_s"),
+        ({"run": {"heartbeat_s": -1}}, "heartbeat_s must be a positive number or None"),
+        ({"run": {"heartbeats": 1}}, "unknown run settings: heartbeats"),
+        ({"heartbeat_s": 1}, r"unknown settings: heartbeat_s \(it is run.heartbeat_s\)"),
     ],
 )
 def test_bad_django_settings_say_what_is_wrong(value: Any, message: str) -> None:

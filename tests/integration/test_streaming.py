@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend_ai.app.extension import get_state
 from backend_ai.simulator import SimulatorProcess
+from backend_ai.streaming import RunOptions
 from tests.support.protocol import check_protocol
 from tests.support.sse import Frame, data_events, parse_frames
 
@@ -141,7 +142,11 @@ def test_sim_sections_must_name_sections_of_the_route(
 
 
 def test_heartbeats_flow_while_the_upstream_is_silent(make_app: MakeApp, simulator: Any) -> None:
-    app = make_app(openai_base_url=simulator.base_url, upstream_is_simulator=True, heartbeat_s=0.05)
+    app = make_app(
+        openai_base_url=simulator.base_url,
+        upstream_is_simulator=True,
+        run=RunOptions(heartbeat_s=0.05),
+    )
     body = {"dream": "a dream", "sim": {"ttft_ms": 400}}
     frames = stream(app.test_client(), "/dream/interpret-stream", body)
     check_protocol(frames)

@@ -27,7 +27,7 @@ from backend_ai.app.extension import get_state
 from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.simulator import SimulatorProcess
-from backend_ai.streaming import get_stream_performance_stats
+from backend_ai.streaming import RunOptions, get_stream_performance_stats
 from backend_ai.streaming.sse import format_sse
 from backend_ai.streaming.stats import reset_stream_performance_stats
 from tests.support.sse import parse_sse
@@ -125,7 +125,7 @@ def app(simulator_server: SimulatorProcess) -> Iterator[Flask]:
             history_db_path=None,
             max_content_length=MAX_CONTENT_LENGTH,
             max_text_chars=MAX_TEXT_CHARS,
-            heartbeat_s=None,
+            run=RunOptions(heartbeat_s=None),
         )
     )
     yield app
@@ -223,7 +223,7 @@ def scripted_client(upstream: ScriptedUpstream) -> Iterator[FlaskClient]:
             openai_api_key=CANARY_KEY,
             openai_base_url=upstream.base_url,
             history_db_path=None,
-            heartbeat_s=None,
+            run=RunOptions(heartbeat_s=None),
         )
     )
     yield app.test_client()

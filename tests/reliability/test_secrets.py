@@ -32,6 +32,7 @@ from backend_ai.app.extension import get_state
 from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
+from backend_ai.streaming import RunOptions
 
 from .conftest import Service, StartService
 from .helpers import (
@@ -100,7 +101,7 @@ def app(upstream: ScriptedUpstream, tmp_path: Path) -> Iterator[Flask]:
             openai_api_key=CANARY_KEY,
             openai_base_url=upstream.base_url,
             history_db_path=str(tmp_path / "history.sqlite3"),
-            max_retry_wait_s=0.05,
+            run=RunOptions(max_retry_wait_s=0.05),
             auth_token=AUTH_TOKEN,
         )
     )

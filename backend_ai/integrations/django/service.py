@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
 
 from django.conf import settings as django_settings
 
 from backend_ai.app.extension import ServiceState, build_state
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
-from backend_ai.streaming import PoolSettings
 
 __all__ = ["SETTINGS_NAME", "close_service", "get_service", "settings_from_django"]
 
@@ -33,8 +31,9 @@ _service_pid = 0
 def settings_from_django() -> Settings:
     """``settings.BACKEND_AI`` as a validated ``Settings``; unknown names are a ``ConfigError``.
 
-    A mapping may give ``http`` as a mapping of ``PoolSettings`` fields. Fields it leaves out
-    take ``Settings``' defaults (history off: a Django project keeps its own records).
+    A mapping may give a nested group (``run``, ``http``) as a mapping of some of its fields.
+    Fields it leaves out take ``Settings``' defaults (history off: a Django project keeps its
+    own records).
     """
     raw = getattr(django_settings, SETTINGS_NAME, None)
     if isinstance(raw, Settings):
@@ -43,14 +42,10 @@ def settings_from_django() -> Settings:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"settings.{SETTINGS_NAME} must be a Settings or a mapping of its fields")
-    fields: dict[str, Any] = dict(raw)
-    http = fields.get("http")
-    if isinstance(http, Mapping):
-        try:
-            fields["http"] = PoolSettings(**http)
-        except TypeError as exc:
-            raise ConfigError(f"settings.{SETTINGS_NAME}['http']: {exc}") from None
-    return Settings().with_overrides(fields)
+    try:
+        return Settings().with_overrides(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"settings.{SETTINGS_NAME}: {exc}") from None
 
 
 def get_service() -> ServiceState:

@@ -13,7 +13,6 @@ import os
 from django.core.management.utils import get_random_secret_key
 
 from backend_ai.app.settings import Settings
-from backend_ai.streaming import PoolSettings
 
 
 def _backend_ai_settings() -> Settings:
@@ -28,7 +27,7 @@ def _backend_ai_settings() -> Settings:
                 "openai_base_url": simulator.base_url,
                 "upstream_is_simulator": True,
                 # The simulator speaks h2c: one TCP connection carries every parallel stream.
-                "http": PoolSettings(http2_prior_knowledge=True),
+                "http": {"http2_prior_knowledge": True},
             }
         )
     return settings
