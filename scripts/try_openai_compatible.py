@@ -20,15 +20,13 @@ import httpx
 import openai
 
 from backend_ai.streaming import (
-    ContentChunk,
     ParallelStreamManager,
     PoolSettings,
     RunOptions,
-    SectionDone,
-    SectionError,
     StreamConfig,
     build_http_client,
 )
+from backend_ai.streaming.events import ContentChunk, SectionDone, SectionError
 
 
 def _raw(base: str, key: str, model: str) -> None:

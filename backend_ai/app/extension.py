@@ -27,15 +27,12 @@ from backend_ai.app.metrics import ServiceMetrics
 from backend_ai.app.rate_budget import build_rate_budget
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
-from backend_ai.streaming import (
-    HttpClientPool,
-    Mode,
-    ParallelStreamManager,
-    RunOptions,
-    SectionExecutor,
-)
+from backend_ai.streaming import ParallelStreamManager, RunOptions
 from backend_ai.streaming.batch import BatchOptions, BatchRunner
 from backend_ai.streaming.budget import PerModelRateBudget
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.executor import SectionExecutor
+from backend_ai.streaming.http_pool import HttpClientPool
 
 if TYPE_CHECKING:
     from flask import Flask

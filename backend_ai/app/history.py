@@ -1,8 +1,8 @@
 """The reading history: finished runs saved to SQLite by a background writer, read back on demand.
 
-Seed 004's lesson: side work must never delay the first token. A stream therefore only *offers*
-its finished reading to ``HistoryStore.submit`` — a non-blocking put on a bounded queue — and one
-named writer thread per process does the SQLite work. If the queue is full (a slow or stuck
+Side work must never delay the first token. A stream therefore only *offers* its finished
+reading to ``HistoryStore.submit`` — a non-blocking put on a bounded queue — and one named
+writer thread per process does the SQLite work. If the queue is full (a slow or stuck
 disk) the record is dropped and counted, never waited for; if SQLite fails, the error is logged
 and the writer goes on. Reads (``recent``) open their own short-lived connection with a busy
 timeout, so they never share state with the writer. Several gunicorn workers may write the same
@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["HistoryRecord", "HistoryStore", "SectionRecord"]
+__all__ = ["HistoryRecord", "HistoryStore", "SavedSection"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _STOP = object()
 
 
 @dataclass(frozen=True, slots=True)
-class SectionRecord:
+class SavedSection:
     """What one section produced: its text and how it went."""
 
     text: str
@@ -71,7 +71,7 @@ class HistoryRecord:
     duration_ms: float
     cancelled: bool
     input: Mapping[str, Any]
-    sections: Mapping[str, SectionRecord] = field(default_factory=dict)
+    sections: Mapping[str, SavedSection] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {

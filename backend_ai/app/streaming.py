@@ -9,8 +9,11 @@ The response body is a generator over the run's events. Three things end it:
   end with a ``cancelled`` error and the run still sends its final ``done`` (``cancelled:
   true``), so a client can tell a finished stream from a cut connection.
 
-Should the engine's generator ever stop without its ``done`` (or raise), the body ends the
-run itself — an error per open section, then ``done`` — so the protocol holds regardless.
+The body adds no event of its own to the run: the engine ends every section and sends
+``done`` last, and ``RunRecorder`` only records what the engine said. Should the engine's
+generator raise (a bug), the error is logged and the body ends there, without a ``done``:
+clients read that as a cut connection, which it is, rather than a run the engine never
+finished dressed up as one that did.
 
 The engine's ``start`` event is taken *before* the response is built (``open_run``): the engine
 yields it before any upstream call, so this costs nothing, and any error the engine raises up
@@ -29,19 +32,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from backend_ai.app.extension import ServiceState
-from backend_ai.app.history import HistoryRecord, SectionRecord
-from backend_ai.streaming import StreamConfig, encode_event
+from backend_ai.app.history import HistoryRecord, SavedSection
+from backend_ai.streaming import StreamConfig
 from backend_ai.streaming.events import (
     ContentChunk,
-    ErrorCode,
     Event,
     RateLimitFallback,
     RunDone,
     RunStarted,
     SectionDone,
     SectionError,
-    SectionStarted,
 )
+from backend_ai.streaming.sse import encode_event
 
 if TYPE_CHECKING:
     from flask import Response
@@ -69,15 +71,40 @@ SSE_HEADERS: Mapping[str, str] = {
 class _Section:
     model: str
     parts: list[str] = field(default_factory=list)
-    status: str = "pending"  # pending -> streaming -> done | error
-    ttft_ms: float | None = None
-    duration_ms: float | None = None
-    error_code: str | None = None
-    error_message: str | None = None
+    #: The engine's end event for this section; None while it runs, or if the run was cut.
+    end: SectionDone | SectionError | None = None
+
+    def saved(self) -> SavedSection:
+        end = self.end
+        if isinstance(end, SectionDone):
+            status, ttft_ms, duration_ms = "done", end.ttft_ms, end.duration_ms
+        else:
+            status = "error" if end is not None else "incomplete"
+            ttft_ms = duration_ms = None
+        return SavedSection(
+            text="".join(self.parts),
+            status=status,
+            model=self.model,
+            ttft_ms=ttft_ms,
+            duration_ms=duration_ms,
+            error_code=str(end.code) if isinstance(end, SectionError) else None,
+            error_message=end.message if isinstance(end, SectionError) else None,
+        )
+
+
+def _run_outcome(done: RunDone | None) -> str:
+    """``ok``, ``partial``, ``failed`` or ``cancelled``, from the engine's final event (None:
+    the stream stopped before it, so the run did not finish)."""
+    if done is None or done.cancelled:
+        return "cancelled"
+    if not done.failed:
+        return "ok"
+    return "partial" if done.completed else "failed"
 
 
 class RunRecorder:
-    """Follows a run's events to feed metrics and build the history record."""
+    """Records a run's events as the engine sends them, to feed metrics and build the history
+    record; the engine's ``done`` is the run's outcome."""
 
     def __init__(
         self,
@@ -116,23 +143,15 @@ class RunRecorder:
             if self.first_chunk_ms is None:
                 self.first_chunk_ms = self.elapsed_ms()
             return
-        if isinstance(event, SectionStarted):
-            self.sections[event.section].status = "streaming"
-        elif isinstance(event, SectionDone):
-            section = self.sections[event.section]
-            section.status = "done"
-            section.ttft_ms = event.ttft_ms
-            section.duration_ms = event.duration_ms
+        if isinstance(event, SectionDone):
+            self.sections[event.section].end = event
             self._metrics.sections.labels(self.route, "done").inc()
             self._metrics.chunks.labels(self.route).inc(event.chunks)
             if event.ttft_ms is not None:
                 self._metrics.ttft.labels(self.route).observe(event.ttft_ms / 1000)
             self._metrics.section_duration.labels(self.route).observe(event.duration_ms / 1000)
         elif isinstance(event, SectionError):
-            section = self.sections[event.section]
-            section.status = "error"
-            section.error_code = str(event.code)
-            section.error_message = event.message
+            self.sections[event.section].end = event
             self._metrics.sections.labels(self.route, "error").inc()
             self._metrics.section_errors.labels(str(event.code)).inc()
             self._metrics.chunks.labels(self.route).inc(event.chunks)
@@ -143,49 +162,12 @@ class RunRecorder:
         elif isinstance(event, RunDone):
             self.done = event
 
-    def open_sections(self) -> list[str]:
-        return [name for name, s in self.sections.items() if s.status in ("pending", "streaming")]
-
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._received_at) * 1000
 
-    def closing_events(self, code: ErrorCode, message: str, *, cancelled: bool) -> list[Event]:
-        """The events that end a run the engine did not end: an error per open section, done."""
-        events: list[Event] = [
-            SectionError(
-                section=name,
-                code=code,
-                message=message,
-                chunks=len(self.sections[name].parts),
-            )
-            for name in self.open_sections()
-        ]
-        for event in events:
-            self.observe(event)
-        done = RunDone(
-            request_id=self.request_id,
-            duration_ms=round(self.elapsed_ms(), 3),
-            completed=tuple(n for n, s in self.sections.items() if s.status == "done"),
-            failed=tuple(n for n, s in self.sections.items() if s.status == "error"),
-            cancelled=cancelled,
-        )
-        self.observe(done)
-        events.append(done)
-        return events
-
     def finish(self) -> None:
         """Record the run's outcome and offer the reading to the history writer."""
-        cancelled = self.done is None or self.done.cancelled
-        statuses = [s.status for s in self.sections.values()]
-        if cancelled:
-            outcome = "cancelled"
-        elif all(s == "done" for s in statuses):
-            outcome = "ok"
-        elif any(s == "done" for s in statuses):
-            outcome = "partial"
-        else:
-            outcome = "failed"
-        self.outcome = outcome
+        outcome = self.outcome = _run_outcome(self.done)
         self._metrics.runs.labels(self.route, outcome).inc()
         duration_ms = self.elapsed_ms()
         self._metrics.run_duration.labels(self.route).observe(duration_ms / 1000)
@@ -197,20 +179,9 @@ class RunRecorder:
             route=self.route,
             created_at=self._created_at,
             duration_ms=round(duration_ms, 3),
-            cancelled=cancelled,
+            cancelled=outcome == "cancelled",
             input=self._input,
-            sections={
-                name: SectionRecord(
-                    text="".join(s.parts),
-                    status=s.status if s.status in ("done", "error") else "incomplete",
-                    model=s.model,
-                    ttft_ms=s.ttft_ms,
-                    duration_ms=s.duration_ms,
-                    error_code=s.error_code,
-                    error_message=s.error_message,
-                )
-                for name, s in self.sections.items()
-            },
+            sections={name: section.saved() for name, section in self.sections.items()},
         )
         history.submit(record)
 
@@ -288,27 +259,12 @@ def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
                 for event in batch:
                     recorder.observe(event)
                     frames.append(encode_event(event))
-                    if recorder.done is not None:
-                        break
                 yield "".join(frames).encode()
-                if recorder.done is not None:
-                    return
-        except Exception as exc:  # a bug in the run: end the stream properly, log no details
+        except Exception as exc:  # a bug in the engine: the stream stops here, without done
+            # Only the type: an exception's message may quote upstream text or a header.
             logger.error(
                 "run %s of %s failed: %s", recorder.request_id, recorder.route, type(exc).__name__
             )
-            events.close()
-            for event in recorder.closing_events(
-                ErrorCode.INTERNAL, "internal error", cancelled=False
-            ):
-                yield encode_event(event).encode()
-            return
-        # The engine's generator ended without its final event: end the run here.
-        events.close()
-        for event in recorder.closing_events(
-            ErrorCode.CANCELLED, "the run was cut short", cancelled=True
-        ):
-            yield encode_event(event).encode()
     finally:
         # Also reached when the client went away: the server closed this generator.
         events.close()

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from backend_ai.errors import BackendAIError
-from backend_ai.streaming import Mode
+from backend_ai.streaming.config import Mode
 
 if TYPE_CHECKING:
     from flask import Request

@@ -296,7 +296,12 @@ def optimize_stream_config(
     system_prompt: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> StreamConfig:
-    """A ``StreamConfig`` sized for the task: simple, medium or complex."""
+    """A ``StreamConfig`` from the preset named ``complexity`` (``PRESETS``): its model (or
+    ``BACKEND_AI_MODEL_<COMPLEXITY>``), temperature and ``max_tokens``.
+
+    Nothing is measured or tuned: the function looks the preset up and fills it in. The name
+    is kept because it is the public API code written against this engine already calls.
+    """
     if complexity not in PRESETS:
         allowed = ", ".join(PRESETS)
         raise ConfigError(f"complexity must be one of {allowed}, got {complexity!r}")

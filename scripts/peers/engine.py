@@ -13,17 +13,9 @@ from typing import Any
 
 import openai
 
-from backend_ai.streaming import (
-    ContentChunk,
-    Mode,
-    ParallelStreamManager,
-    PoolSettings,
-    RunOptions,
-    SectionDone,
-    SectionError,
-    SectionStarted,
-    build_http_client,
-)
+from backend_ai.streaming import ParallelStreamManager, PoolSettings, RunOptions, build_http_client
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.events import ContentChunk, SectionDone, SectionError, SectionStarted
 from peers.base import API_KEY, Peer, Section, SectionTrace, Trace, section_configs
 
 __all__ = ["SSE_SECTION", "EnginePeer"]

@@ -38,7 +38,8 @@ class FloorResult:
 
 def read_streams(base_url: str, runs: Sequence[Sequence[Section]]) -> FloorResult:
     """Stream every section of every run over one h2c connection, in this thread."""
-    from backend_ai.streaming import ContentChunk, encode_event
+    from backend_ai.streaming.events import ContentChunk
+    from backend_ai.streaming.sse import encode_event
 
     url = urlsplit(base_url)
     sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 80))

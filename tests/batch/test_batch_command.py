@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine.helpers import wait_until
 
 from backend_ai.batch_io import Journal
+from tests.support.waiting import wait_until
 
 API_KEY = "sk-test-batch-7c3e1a"
 
@@ -69,6 +69,39 @@ def command(simulator, input_path: Path, output: Path, *extra: str) -> list[str]
     ]
 
 
+def start_batch(
+    simulator,
+    input_path: Path,
+    output: Path,
+    *extra: str,
+    stderr: Any = subprocess.PIPE,
+    text=False,
+) -> subprocess.Popen[Any]:
+    """``backend-ai batch`` started in the background; the test stops it."""
+    return subprocess.Popen(
+        command(simulator, input_path, output, *extra),
+        env=env_for(simulator),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=text,
+    )
+
+
+def run_batch(
+    simulator, input_path: Path, output: Path, *extra: str, env=None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``backend-ai batch`` to its end, its output captured as text."""
+    return subprocess.run(
+        command(simulator, input_path, output, *extra),
+        env=env_for(simulator) if env is None else env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def env_for(simulator) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -100,13 +133,7 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_exactly_once(tmp_path, simula
     simulator.configure(defaults={"ttft_ms": 40, "itl_ms": 4, "tokens": 15})
     input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_input(input_path, 240)
-    child = subprocess.Popen(
-        command(simulator, input_path, output, "--concurrency", "6"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    child = start_batch(simulator, input_path, output, "--concurrency", "6")
     try:
         wait_until(lambda: len(lines_of(output)) >= 40, timeout=60)
         child.send_signal(signal.SIGKILL)
@@ -120,14 +147,7 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_exactly_once(tmp_path, simula
     # A torn last line, as a crash inside a write could leave one.
     with output.open("ab") as handle:
         handle.write(b'{"id":"item-0239","text":"half a li')
-    rerun = subprocess.run(
-        command(simulator, input_path, output, "--concurrency", "6"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    rerun = run_batch(simulator, input_path, output, "--concurrency", "6")
     assert rerun.returncode == 0, rerun.stderr
     assert "incomplete last line" in rerun.stderr
     assert f"{first} items already done" in rerun.stderr
@@ -138,14 +158,7 @@ def test_ctrl_c_stops_cleanly_cancels_upstream_and_says_how_to_resume(tmp_path, 
     simulator.configure(defaults={"ttft_ms": 200, "itl_ms": 50, "tokens": 40})
     input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_input(input_path, 60)
-    child = subprocess.Popen(
-        command(simulator, input_path, output, "--concurrency", "8"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = start_batch(simulator, input_path, output, "--concurrency", "8", text=True)
     try:
         wait_until(lambda: len(lines_of(output)) >= 3, timeout=60)
         wait_until(lambda: simulator.stats(records=False)["streams_active"] >= 4, timeout=10)
@@ -164,14 +177,7 @@ def test_ctrl_c_stops_cleanly_cancels_upstream_and_says_how_to_resume(tmp_path, 
     for line in kept:
         assert json.loads(line)["error"] is None
     simulator.configure(defaults={"ttft_ms": 5, "itl_ms": 1, "tokens": 5})
-    rerun = subprocess.run(
-        command(simulator, input_path, output, "--concurrency", "8"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    rerun = run_batch(simulator, input_path, output, "--concurrency", "8")
     assert rerun.returncode == 0, rerun.stderr
     check_complete(output, ids)
 
@@ -186,14 +192,7 @@ def test_bad_lines_are_reported_with_their_number_and_the_rest_goes_on(tmp_path,
         '{"id": "three", "prompt": "third"}\n'
         '{"id": "one", "prompt": "again"}\n'
     )
-    done = subprocess.run(
-        command(simulator, input_path, output),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_batch(simulator, input_path, output, timeout=60)
     assert done.returncode == 1  # some input was bad
     assert "line 2:" in done.stderr
     assert "line 3: url must be /v1/chat/completions" in done.stderr
@@ -208,13 +207,7 @@ def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path, simulator):
     master, slave = pty.openpty()
     # A terminal has a size (a fresh pty reports 0 x 0).
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    child = subprocess.Popen(
-        command(simulator, input_path, output, "--concurrency", "4"),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
-    )
+    child = start_batch(simulator, input_path, output, "--concurrency", "4", stderr=slave)
     os.close(slave)
     screen = b""
     deadline = time.monotonic() + 60
@@ -259,13 +252,7 @@ def test_journal_drops_only_a_partial_last_line(tmp_path):
 
 
 def test_a_missing_input_file_is_a_usage_error(tmp_path, simulator):
-    done = subprocess.run(
-        command(simulator, tmp_path / "nope.jsonl", tmp_path / "out.jsonl"),
-        env=env_for(simulator),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_batch(simulator, tmp_path / "nope.jsonl", tmp_path / "out.jsonl", timeout=60)
     assert done.returncode == 2
     assert "no such input file" in done.stderr
 
@@ -279,14 +266,7 @@ def test_rpm_keeps_the_command_within_the_upstream_budget(tmp_path, simulator, w
     input_path, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_input(input_path, 14)
     budget = ["--rpm", "5", "--budget-window-s", "1"] if with_budget else []
-    done = subprocess.run(
-        command(simulator, input_path, output, "--concurrency", "8", *budget),
-        env=env_for(simulator),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_batch(simulator, input_path, output, "--concurrency", "8", *budget)
     assert done.returncode == 0, done.stderr
     check_complete(output, ids)  # either way every item gets through
     statuses = [r["status"] for r in simulator.stats()["requests"]]
@@ -319,12 +299,15 @@ def test_with_a_redis_url_the_command_waits_on_the_budget_the_service_shares(
             assert isinstance(other.try_acquire(TokenEstimate(1, 1, 4, "gpt-4o-mini")), Permit)
         env = env_for(simulator)
         env["BACKEND_AI_REDIS_URL"] = redis_server.url
-        done = subprocess.run(
-            command(simulator, input_path, output, "--rpm", "3", "--budget-window-s", "5"),
+        done = run_batch(
+            simulator,
+            input_path,
+            output,
+            "--rpm",
+            "3",
+            "--budget-window-s",
+            "5",
             env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
             timeout=60,
         )
         assert done.returncode == 0, done.stderr

@@ -12,16 +12,16 @@ from typing import Any
 
 import openai
 
-from backend_ai.streaming import (
+from backend_ai.streaming import StreamConfig
+from backend_ai.streaming import worker as worker_module
+from backend_ai.streaming.events import (
     ContentChunk,
     Event,
     Heartbeat,
     RunDone,
     SectionDone,
     SectionError,
-    StreamConfig,
 )
-from backend_ai.streaming import worker as worker_module
 from tests.support.protocol import check_stream
 
 API_KEY = "sk-test-engine-4b1d9e0c7a52"
@@ -111,18 +111,6 @@ def records_by_tag(stats: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     for record in stats["requests"]:
         by_tag[record["tag"]].append(record)
     return by_tag
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.01):
-    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout:g} s: {predicate}")
-        time.sleep(interval)
 
 
 def threads_in_run_section() -> list[str]:

@@ -12,15 +12,10 @@ import openai
 import pytest
 
 from backend_ai.simulator import SimulatorProcess
-from backend_ai.streaming import (
-    ContentChunk,
-    ParallelStreamManager,
-    SectionDone,
-    SectionExecutor,
-    StreamConfig,
-    StreamStats,
-    build_http_client,
-)
+from backend_ai.streaming import ParallelStreamManager, StreamConfig, build_http_client
+from backend_ai.streaming.events import ContentChunk, SectionDone
+from backend_ai.streaming.executor import SectionExecutor
+from backend_ai.streaming.stats import StreamStats
 
 from .conftest import H2
 from .helpers import API_KEY, collect, ends, plain, texts

@@ -22,8 +22,9 @@ from backend_ai.streaming.batch import (
     ItemResult,
 )
 from backend_ai.streaming.budget import LocalRateBudget
+from tests.support.waiting import wait_until
 
-from .helpers import records_by_tag, threads_in_run_section, wait_until
+from .helpers import records_by_tag, threads_in_run_section
 from .test_rate_budget import completion_records, max_in_any_window
 
 

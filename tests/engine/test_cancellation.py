@@ -11,21 +11,22 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Generator
 
 import pytest
 
 from backend_ai.errors import LifecycleError
-from backend_ai.streaming import (
+from backend_ai.streaming import ParallelStreamManager, RunOptions
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
+    Event,
     Heartbeat,
-    ParallelStreamManager,
     RunDone,
-    RunOptions,
     SectionError,
-    SectionExecutor,
     SectionStarted,
 )
+from backend_ai.streaming.executor import SectionExecutor
 
 from .conftest import H1, H2
 from .helpers import assert_well_formed, collect, ends, plain, section, threads_in_run_section
@@ -171,18 +172,26 @@ def test_manager_close_ends_sections_that_never_started(make_manager, simulator)
     assert simulator.stats(records=False)["requests_total"] == 1
 
 
+def _stream_while_the_only_thread_waits(
+    manager: ParallelStreamManager, one_thread: SectionExecutor
+) -> tuple[Generator[Event, None, None], threading.Event]:
+    """A run streaming on a one-thread executor whose thread is then taken by a task that waits
+    until the returned event is set: a section of the next run queues for that thread. (A
+    section streaming over HTTP/2 gives its thread back once its request is sent.)"""
+    busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
+    next(c for c in busy if isinstance(c, ContentChunk))
+    release = threading.Event()
+    one_thread.submit(release.wait, 30)
+    return busy, release
+
+
 def test_close_does_not_wait_for_sections_still_queued_for_a_thread(client, stats, simulator):
     """A section waiting for a pool thread has nothing to cancel upstream: closing its run
     must not block the request thread for the cancel grace period."""
     one_thread = SectionExecutor(1)
     try:
         manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
-        busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
-        next(c for c in busy if isinstance(c, ContentChunk))
-        # A section streaming over HTTP/2 gives its thread back once its request is sent, so
-        # the only thread is taken by a task that waits.
-        release = threading.Event()
-        one_thread.submit(release.wait, 30)
+        busy, release = _stream_while_the_only_thread_waits(manager, one_thread)
 
         queued = manager.stream(
             [section("queued", **SCENARIOS["streaming"])],
@@ -214,12 +223,7 @@ def test_executor_shut_down_under_a_queued_section_still_ends_its_run(client, st
     instead of waiting forever for a worker that will never run."""
     one_thread = SectionExecutor(1)
     manager = ParallelStreamManager(client, executor=one_thread, stats=stats)
-    busy = manager.stream([section("busy", **SCENARIOS["streaming"])])
-    next(c for c in busy if isinstance(c, ContentChunk))
-    # A section streaming over HTTP/2 gives its thread back once its request is sent, so the
-    # only thread is taken by a task that waits.
-    release = threading.Event()
-    one_thread.submit(release.wait, 30)
+    busy, release = _stream_while_the_only_thread_waits(manager, one_thread)
     queued = manager.stream(
         [section("queued", **SCENARIOS["streaming"])],
         options=RunOptions(heartbeat_s=0.02, deadline_s=1.0),
@@ -239,26 +243,27 @@ def test_executor_shut_down_under_a_queued_section_still_ends_its_run(client, st
         assert isinstance(rest[-1], RunDone)
         assert rest[-1].failed == ("queued",)
     finally:
-        if consumer.is_alive():
-            # Unstick the run by hand (an internal): post the end item its worker never will.
-            run = queued.gi_frame.f_locals["self"]
-            run.channel.put_control(
-                SectionError(section="queued", code=ErrorCode.CANCELLED, message="test cleanup")
-            )
-            consumer.join(5)
+        # A run stuck on a section that never ran leaves its consumer blocked: a daemon
+        # thread, so the failed test still ends.
         one_thread.shutdown()
 
 
-def test_a_run_on_a_shut_down_executor_never_raises_mid_stream(client, stats, simulator):
-    """Either refuse the run up front (LifecycleError from ``stream()``), or run it to a
-    ``done`` with every section failed; never raise out of the iterator after ``start``."""
+def test_a_shut_down_executor_refuses_new_runs_up_front(client, stats):
     closed = SectionExecutor(1)
     closed.shutdown()
     manager = ParallelStreamManager(client, executor=closed, stats=stats)
-    try:
-        events = manager.stream([section("a"), section("b")])
-    except LifecycleError:
-        return
+    with pytest.raises(LifecycleError):
+        manager.stream([section("a"), section("b")])
+
+
+def test_an_executor_shut_down_under_an_opened_run_ends_it_with_done(client, stats, simulator):
+    """The executor may shut down between ``stream()`` and the first section's start (the app
+    winding down while a request is being answered): the run must not raise out of its iterator
+    after ``start``, but end every section with ``cancelled`` and send ``done``."""
+    executor = SectionExecutor(1)
+    manager = ParallelStreamManager(client, executor=executor, stats=stats)
+    events = manager.stream([section("a"), section("b")])
+    executor.shutdown()
     received = []
     try:
         for event in events:
@@ -267,4 +272,6 @@ def test_a_run_on_a_shut_down_executor_never_raises_mid_stream(client, stats, si
         pytest.fail(f"raised {type(exc).__name__} after {[e.type for e in received]}: {exc}")
     done = assert_well_formed(received, ["a", "b"])
     assert set(done.failed) == {"a", "b"}
+    errors = [e for e in received if isinstance(e, SectionError)]
+    assert {e.code for e in errors} == {ErrorCode.CANCELLED}
     assert simulator.stats(records=False)["requests_total"] == 0

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import pytest
 
+from backend_ai.errors import ConfigError
 from backend_ai.simulator.text import count_prompt_tokens
-from backend_ai.streaming import (
-    ConfigError,
-    ParallelStreamManager,
-    SectionDone,
-    StreamConfig,
-)
+from backend_ai.streaming import ParallelStreamManager, StreamConfig
 from backend_ai.streaming.config import (
     MAX_CONVERSATION_CHARS,
     MAX_CONVERSATION_MESSAGES,
 )
+from backend_ai.streaming.events import SectionDone
 
 from .helpers import collect, ends, plain, texts
 

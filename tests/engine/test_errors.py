@@ -8,14 +8,9 @@ import socket
 import openai
 import pytest
 
-from backend_ai.streaming import (
-    ErrorCode,
-    ParallelStreamManager,
-    PoolSettings,
-    SectionDone,
-    SectionError,
-    encode_event,
-)
+from backend_ai.streaming import ParallelStreamManager, PoolSettings
+from backend_ai.streaming.events import ErrorCode, SectionDone, SectionError
+from backend_ai.streaming.sse import encode_event
 
 from .conftest import H1, H2
 from .helpers import (

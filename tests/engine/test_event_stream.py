@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from backend_ai.streaming import (
-    ConfigError,
+from backend_ai.errors import ConfigError
+from backend_ai.streaming import RunOptions
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
-    Mode,
     RunDone,
-    RunOptions,
     RunStarted,
     SectionDone,
     SectionError,

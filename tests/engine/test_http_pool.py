@@ -13,21 +13,19 @@ import httpx2
 import openai
 import pytest
 
-from backend_ai.errors import LifecycleError
+from backend_ai.errors import ConfigError, LifecycleError
 from backend_ai.streaming import (
-    ConfigError,
-    ContentChunk,
-    HttpClientPool,
     ParallelStreamManager,
     PoolSettings,
     RunOptions,
-    SectionExecutor,
-    StreamStats,
     build_http_client,
-    close_http_client,
     get_http_client,
 )
 from backend_ai.streaming.cancel import CancelScope
+from backend_ai.streaming.events import ContentChunk
+from backend_ai.streaming.executor import SectionExecutor
+from backend_ai.streaming.http_pool import HttpClientPool, close_http_client
+from backend_ai.streaming.stats import StreamStats
 from backend_ai.streaming.transport import UpstreamTransport
 from backend_ai.streaming.upstream import iter_sse_data
 

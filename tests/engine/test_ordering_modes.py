@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import itertools
 
-from backend_ai.streaming import (
+from backend_ai.streaming import RunOptions
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     Heartbeat,
-    Mode,
-    RunOptions,
     SectionDone,
     SectionError,
 )

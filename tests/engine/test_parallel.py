@@ -8,13 +8,9 @@ import time
 
 import pytest
 
-from backend_ai.streaming import (
-    ContentChunk,
-    ParallelStreamManager,
-    RunOptions,
-    SectionDone,
-    SectionExecutor,
-)
+from backend_ai.streaming import ParallelStreamManager, RunOptions
+from backend_ai.streaming.events import ContentChunk, SectionDone
+from backend_ai.streaming.executor import SectionExecutor
 
 from .helpers import (
     assert_well_formed,

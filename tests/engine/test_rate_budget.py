@@ -13,19 +13,13 @@ from typing import Any
 import openai
 import pytest
 
-from backend_ai.streaming import (
-    ErrorCode,
-    ParallelStreamManager,
-    RunOptions,
-    SectionDone,
-    SectionError,
-    build_http_client,
-)
+from backend_ai.streaming import ParallelStreamManager, RunOptions, build_http_client
 from backend_ai.streaming.budget import (
     LocalRateBudget,
     PerModelRateBudget,
     TokenEstimator,
 )
+from backend_ai.streaming.events import ErrorCode, SectionDone, SectionError
 
 from .conftest import H2
 from .helpers import API_KEY, section

@@ -11,13 +11,8 @@ import uuid
 
 import pytest
 
-from backend_ai.streaming import (
-    ErrorCode,
-    RateLimitFallback,
-    RunOptions,
-    SectionDone,
-    SectionError,
-)
+from backend_ai.streaming import RunOptions
+from backend_ai.streaming.events import ErrorCode, RateLimitFallback, SectionDone, SectionError
 
 from .helpers import (
     assert_well_formed,

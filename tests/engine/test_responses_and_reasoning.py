@@ -13,16 +13,15 @@ import pytest
 
 from backend_ai.simulator import SimulatorProcess
 from backend_ai.simulator.text import count_prompt_tokens
-from backend_ai.streaming import (
+from backend_ai.streaming import ParallelStreamManager, StreamConfig
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
-    ParallelStreamManager,
     ReasoningChunk,
     SectionDone,
     SectionError,
-    StreamConfig,
-    encode_event,
 )
+from backend_ai.streaming.sse import encode_event
 
 from .helpers import collect, ends, plain, texts
 

@@ -8,11 +8,8 @@ import time
 import flask
 import pytest
 
-from backend_ai.streaming import (
-    ConfigError,
-    StreamConfig,
-    create_parallel_stream,
-)
+from backend_ai.errors import ConfigError
+from backend_ai.streaming import StreamConfig, create_parallel_stream
 from tests.support.sse import parse_sse
 
 from .helpers import expected_text, section, threads_in_run_section

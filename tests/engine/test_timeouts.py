@@ -6,17 +6,10 @@ import time
 
 import openai
 
-from backend_ai.streaming import (
-    ErrorCode,
-    Heartbeat,
-    ParallelStreamManager,
-    RunDone,
-    RunOptions,
-    SectionDone,
-    SectionError,
-    SectionExecutor,
-    encode_event,
-)
+from backend_ai.streaming import ParallelStreamManager, RunOptions
+from backend_ai.streaming.events import ErrorCode, Heartbeat, RunDone, SectionDone, SectionError
+from backend_ai.streaming.executor import SectionExecutor
+from backend_ai.streaming.sse import encode_event
 
 from .helpers import (
     API_KEY,

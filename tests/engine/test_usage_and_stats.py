@@ -9,14 +9,9 @@ import threading
 import pytest
 
 from backend_ai.app.performance_monitor import PerformanceTimer
-from backend_ai.streaming import (
-    ParallelStreamManager,
-    SectionDone,
-    SectionError,
-    StreamStats,
-    get_stream_performance_stats,
-    reset_stream_performance_stats,
-)
+from backend_ai.streaming import ParallelStreamManager, get_stream_performance_stats
+from backend_ai.streaming.events import SectionDone, SectionError
+from backend_ai.streaming.stats import StreamStats, reset_stream_performance_stats
 
 from .helpers import collect, ends, plain, section, texts
 

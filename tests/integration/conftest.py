@@ -8,8 +8,12 @@ served the test) on the session's simulator; tests that stop a server start thei
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.app.settings import Settings
 from backend_ai.simulator import SimulatorProcess
 from backend_ai.streaming import PoolSettings
+from tests.support.sse import Frame, LiveStream
 
 #: Must never appear in a response or a log line.
 SECRET_KEY = "sk-test-SECRET-0123456789abcdef"
@@ -31,6 +36,76 @@ SECRET_KEY = "sk-test-SECRET-0123456789abcdef"
 DEAD_UPSTREAM = "http://127.0.0.1:9/v1"
 
 MakeApp = Callable[..., Flask]
+
+DREAM = "dream/interpret-stream"
+
+
+@contextlib.contextmanager
+def open_stream(
+    http: httpx.Client, server: GunicornProcess, route: str, body: dict[str, Any]
+) -> Iterator[LiveStream]:
+    """A POST whose frames are read as they arrive; leaving the block closes the connection.
+
+    Checks the headers every streaming route sends, whichever framework serves it.
+    """
+    assert server.url is not None
+    sent_at = time.perf_counter()
+    with http.stream("POST", server.url + route, json=body) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert len(response.headers["x-request-id"]) == 32
+        yield LiveStream(response=response, sent_at=sent_at)
+
+
+def read_through_sigterm(http: httpx.Client, server: GunicornProcess) -> list[Frame]:
+    """A long dream run whose server gets SIGTERM at the run's first chunk, read to its end."""
+    body = {"dream": "a dream", "sim": {"ttft_ms": 20, "itl_ms": 10, "tokens": 2000}}
+    with open_stream(http, server, DREAM, body) as live:
+        frames = iter(live)
+        for frame in frames:
+            if frame.type == "chunk":
+                break
+        server.send_signal(signal.SIGTERM)
+        for _ in frames:
+            pass
+    return live.frames
+
+
+@dataclass
+class CutRun:
+    """A dream run whose client closed the connection while all three sections streamed."""
+
+    frames: list[Frame]
+    #: The simulator's statistics once every upstream stream of the run was closed.
+    stats: dict[str, Any]
+    #: From the client's close to the last upstream stream's close.
+    latency_s: float
+    #: How long the upstream would still have streamed had nobody stopped it.
+    remaining_s: float
+
+
+def cut_while_every_section_streams(
+    http: httpx.Client, server: GunicornProcess, simulator: SimulatorProcess
+) -> CutRun:
+    itl_ms, tokens = 10, 2000  # 20 s of output per section if nobody stops it
+    body = {"dream": "a dream", "sim": {"ttft_ms": 20, "itl_ms": itl_ms, "tokens": tokens}}
+    with open_stream(http, server, DREAM, body) as live:
+        for _ in live:
+            seen = {f.event["section"] for f in live.frames if f.type == "chunk" and f.event}
+            if seen == {"summary", "symbols", "recommendations"}:
+                break
+        closed_at = time.time()
+    stats = simulator.wait_for_stats(
+        lambda s: len(s["disconnects"]) >= 3 and s["streams_active"] == 0, timeout=10.0
+    )
+    return CutRun(
+        frames=live.frames,
+        stats=stats,
+        latency_s=max(d["t"] for d in stats["disconnects"]) - closed_at,
+        remaining_s=tokens * itl_ms / 1000,
+    )
 
 
 @pytest.fixture

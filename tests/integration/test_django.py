@@ -6,13 +6,10 @@ must get the same JSON errors. Timing is asserted as ratios within one run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,15 +23,21 @@ from reliability.test_hostile_input import ROUTE_FIELDS, bodies
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
 from tests.support.protocol import check_protocol
-from tests.support.sse import LiveStream, data_events, parse_frames
+from tests.support.sse import data_events, parse_frames
 
-from .conftest import SECRET_KEY, service_env
+from .conftest import (
+    DREAM,
+    SECRET_KEY,
+    cut_while_every_section_streams,
+    open_stream,
+    read_through_sigterm,
+    service_env,
+)
 from .test_access_log import access_lines
 from .test_validation import BAD_REQUESTS
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "django_app"
 WSGI_APP = "django_app.wsgi"
-DREAM = "dream/interpret-stream"
 ROUTES: list[tuple[str, dict[str, Any], set[str]]] = [
     (DREAM, {"dream": "a glass city"}, {"summary", "symbols", "recommendations"}),
     ("iching/reading-stream", {"question": "Where?"}, {"hexagram", "interpretation", "guidance"}),
@@ -72,21 +75,6 @@ def django_service(
 ) -> GunicornProcess:
     assert django_service_server.returncode is None, "the session's Django gunicorn died"
     return django_service_server
-
-
-@contextlib.contextmanager
-def open_stream(
-    http: httpx.Client, server: GunicornProcess, route: str, body: dict[str, Any]
-) -> Iterator[LiveStream]:
-    assert server.url is not None
-    sent_at = time.perf_counter()
-    with http.stream("POST", server.url + route, json=body) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        assert response.headers["cache-control"] == "no-store"
-        assert response.headers["x-accel-buffering"] == "no"
-        assert len(response.headers["x-request-id"]) == 32
-        yield LiveStream(response=response, sent_at=sent_at)
 
 
 @pytest.mark.parametrize(("route", "body", "sections"), ROUTES, ids=[r[0] for r in ROUTES])
@@ -194,21 +182,10 @@ def test_client_disconnect_cancels_every_upstream_stream(
 ) -> None:
     """gunicorn calls ``close()`` on Django's response when a write fails; that must reach the
     engine's generator and close every upstream stream of the run."""
-    itl_ms, tokens = 10, 2000  # 20 s of output per section if nobody stops it
-    body = {"dream": "d", "sim": {"ttft_ms": 20, "itl_ms": itl_ms, "tokens": tokens}}
-    with open_stream(http, django_service, DREAM, body) as live:
-        for _ in live:
-            seen = {f.event["section"] for f in live.frames if f.type == "chunk" and f.event}
-            if seen == {"summary", "symbols", "recommendations"}:
-                break
-        closed_at = time.time()
-    stats = simulator.wait_for_stats(
-        lambda s: len(s["disconnects"]) >= 3 and s["streams_active"] == 0, timeout=10.0
-    )
-    assert stats["streams_started"] == 3
-    assert stats["streams_completed"] == 0
-    latency = max(d["t"] for d in stats["disconnects"]) - closed_at
-    assert latency < 0.025 * tokens * itl_ms / 1000, f"{latency * 1000:.0f} ms"
+    cut = cut_while_every_section_streams(http, django_service, simulator)
+    assert cut.stats["streams_started"] == 3
+    assert cut.stats["streams_completed"] == 0
+    assert cut.latency_s < 0.025 * cut.remaining_s, f"{cut.latency_s * 1000:.0f} ms"
 
 
 def _httpx_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -347,19 +324,11 @@ def test_no_secret_reaches_a_stream_or_the_log(
 def test_sigterm_ends_open_streams_with_done_and_closes_the_service(
     simulator: SimulatorProcess, http: httpx.Client, tmp_path: Path
 ) -> None:
-    body = {"dream": "d", "sim": {"ttft_ms": 20, "itl_ms": 10, "tokens": 2000}}
     with django_server(service_env(simulator, tmp_path)) as server:
-        with open_stream(http, server, DREAM, body) as live:
-            frames = iter(live)
-            for frame in frames:
-                if frame.type == "chunk":
-                    break
-            server.send_signal(signal.SIGTERM)
-            for _ in frames:
-                pass
+        frames = read_through_sigterm(http, server)
         assert server.wait(timeout=15) == 0
-    check_protocol(live.frames)
-    events = data_events(live.frames)
+    check_protocol(frames)
+    events = data_events(frames)
     assert events[-1]["cancelled"] is True
     assert {e["code"] for e in events if e["type"] == "error"} == {"cancelled"}
     simulator.wait_for_stats(lambda s: s["streams_active"] == 0, timeout=5.0)

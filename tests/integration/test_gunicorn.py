@@ -6,10 +6,7 @@ time to first token, wall time against the sum of the sections), never as absolu
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import time
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,24 +16,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend_ai.app.gunicorn_process import GunicornProcess
 from backend_ai.simulator import SimulatorProcess
 from tests.support.protocol import check_protocol
-from tests.support.sse import LiveStream, data_events
+from tests.support.sse import data_events
+from tests.support.waiting import wait_until
 
-from .conftest import SECRET_KEY, StartService
-
-DREAM = "dream/interpret-stream"
-
-
-@contextlib.contextmanager
-def open_stream(
-    http: httpx.Client, server: GunicornProcess, route: str, body: dict[str, Any]
-) -> Iterator[LiveStream]:
-    """A POST whose frames are read as they arrive; leaving the block closes the connection."""
-    assert server.url is not None
-    sent_at = time.perf_counter()
-    with http.stream("POST", server.url + route, json=body) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        yield LiveStream(response=response, sent_at=sent_at)
+from .conftest import (
+    DREAM,
+    SECRET_KEY,
+    StartService,
+    cut_while_every_section_streams,
+    open_stream,
+    read_through_sigterm,
+)
 
 
 def metric(server: GunicornProcess, http: httpx.Client, name: str, **labels: str) -> float:
@@ -47,14 +37,6 @@ def metric(server: GunicornProcess, http: httpx.Client, name: str, **labels: str
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return 0.0
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.01)
 
 
 def test_sections_stream_in_parallel_and_interleaved(
@@ -106,30 +88,18 @@ def test_heartbeats_keep_a_silent_stream_alive(
 def test_client_disconnect_closes_every_upstream_stream(
     service: GunicornProcess, http: httpx.Client, simulator: SimulatorProcess
 ) -> None:
-    itl_ms, tokens = 10, 2000  # 20 s of output per section if nobody stops it
-    body = {"dream": "a dream", "sim": {"ttft_ms": 20, "itl_ms": itl_ms, "tokens": tokens}}
-    with open_stream(http, service, DREAM, body) as live:
-        for _ in live:
-            seen = {f.event["section"] for f in live.frames if f.type == "chunk" and f.event}
-            if seen == {"summary", "symbols", "recommendations"}:
-                break
-        closed_at = time.time()
-    stats = simulator.wait_for_stats(
-        lambda s: len(s["disconnects"]) >= 3 and s["streams_active"] == 0, timeout=10.0
-    )
-    assert stats["streams_completed"] == 0
-    assert stats["streams_started"] == 3
-    latency = max(d["t"] for d in stats["disconnects"]) - closed_at
-    remaining = tokens * itl_ms / 1000
+    cut = cut_while_every_section_streams(http, service, simulator)
+    assert cut.stats["streams_completed"] == 0
+    assert cut.stats["streams_started"] == 3
     # Every upstream stream closed within a tiny fraction of what it would still have sent.
-    assert latency < 0.025 * remaining, f"{latency * 1000:.0f} ms"
+    assert cut.latency_s < 0.025 * cut.remaining_s, f"{cut.latency_s * 1000:.0f} ms"
     wait_until(
         lambda: metric(service, http, "backend_ai_active_streams") == 0,
         5.0,
         "the request's generator ended",
     )
     # The cut reading is still saved, marked as such, with the text that did go out.
-    request_id = data_events(live.frames)[0]["request_id"]
+    request_id = data_events(cut.frames)[0]["request_id"]
     assert service.url is not None
 
     def saved() -> list[dict[str, Any]]:
@@ -178,17 +148,9 @@ def test_sigterm_ends_open_streams_with_a_final_done(
     start_service: StartService, http: httpx.Client, simulator: SimulatorProcess
 ) -> None:
     server = start_service()
-    body = {"dream": "a dream", "sim": {"ttft_ms": 20, "itl_ms": 10, "tokens": 2000}}
-    with open_stream(http, server, DREAM, body) as live:
-        frames = iter(live)
-        for frame in frames:
-            if frame.type == "chunk":
-                break
-        server.send_signal(signal.SIGTERM)
-        for _ in frames:
-            pass
-        events = data_events(live.frames)
-    check_protocol(live.frames)
+    frames = read_through_sigterm(http, server)
+    check_protocol(frames)
+    events = data_events(frames)
     done = events[-1]
     assert done["type"] == "done"
     assert done["cancelled"] is True
@@ -219,3 +181,13 @@ def test_several_workers_share_one_history(
 
     wait_until(all_saved, 5.0, "every reading in the shared history")
     http.close()
+
+
+def test_root_gunicorn_conf_is_the_packaged_one() -> None:
+    root = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
+    namespace: dict[str, object] = {}
+    exec(compile(root.read_text(), str(root), "exec"), namespace)
+    assert namespace["worker_class"] == "gthread"
+    assert namespace["wsgi_app"] == "backend_ai.app.factory:create_app()"
+    assert callable(namespace["post_worker_init"])
+    assert callable(namespace["worker_exit"])

@@ -15,9 +15,10 @@ import httpx
 
 from backend_ai.app.gunicorn_process import GunicornProcess
 from tests.support.protocol import check_protocol
+from tests.support.waiting import wait_until
 
-from .conftest import StartService
-from .test_gunicorn import DREAM, metric, open_stream, wait_until
+from .conftest import DREAM, StartService, open_stream
+from .test_gunicorn import metric
 
 _FAST = {"ttft_ms": 5, "itl_ms": 1, "tokens": 3, "jitter": 0}
 

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from backend_ai.app.history import HistoryRecord, HistoryStore, SectionRecord
+from backend_ai.app.history import HistoryRecord, HistoryStore, SavedSection
 
 
 def record(n: int, created_at: float | None = None) -> HistoryRecord:
@@ -17,7 +17,7 @@ def record(n: int, created_at: float | None = None) -> HistoryRecord:
         duration_ms=12.5,
         cancelled=False,
         input={"dream": f"dream {n}"},
-        sections={"summary": SectionRecord(text=f"text {n}", status="done", ttft_ms=3.0)},
+        sections={"summary": SavedSection(text=f"text {n}", status="done", ttft_ms=3.0)},
     )
 
 

@@ -12,7 +12,8 @@ from backend_ai.app.extension import get_state
 from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.errors import ConfigError
-from backend_ai.streaming import PRESETS, Mode, PoolSettings, RunOptions
+from backend_ai.streaming import PoolSettings, RunOptions
+from backend_ai.streaming.config import PRESETS, Mode
 from backend_ai.streaming.executor import DEFAULT_MAX_WORKERS
 
 

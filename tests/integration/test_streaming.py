@@ -4,6 +4,7 @@ failure isolation, heartbeats, history, metrics."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend_ai.app.extension import get_state
 from backend_ai.simulator import SimulatorProcess
 from backend_ai.streaming import RunOptions
+from backend_ai.streaming.events import Event
 from tests.support.protocol import check_protocol
 from tests.support.sse import Frame, data_events, parse_frames
 
@@ -188,6 +190,33 @@ def test_history_saves_each_reading_after_the_stream(sim_app: Flask) -> None:
     assert all(s["ttft_ms"] > 0 for s in reading["sections"].values())
 
 
+def test_history_saves_how_the_engine_ended_each_section(sim_app: Flask) -> None:
+    client = sim_app.test_client()
+    body = {
+        "dream": "a dream",
+        "sim_sections": {"symbols": {"status": 500}, "recommendations": {"error_after": 3}},
+    }
+    texts = check_protocol(stream(client, "/dream/interpret-stream", body))
+    store = get_state(sim_app).history
+    assert store is not None
+    assert store.flush(5.0)
+    (reading,) = client.get("/history?limit=5").get_json()["readings"]
+    sections = reading["sections"]
+    assert reading["cancelled"] is False
+    assert {name: s["status"] for name, s in sections.items()} == {
+        "summary": "done",
+        "symbols": "error",
+        "recommendations": "error",
+    }
+    assert {name: s["text"] for name, s in sections.items()} == texts
+    assert sections["recommendations"]["text"]  # what streamed before the error is kept
+    assert sections["symbols"]["error_code"] == "upstream_error"
+    assert sections["symbols"]["error_message"]
+    assert sections["symbols"]["ttft_ms"] is None
+    assert sections["summary"]["error_code"] is None
+    assert sections["summary"]["duration_ms"] > 0
+
+
 def test_history_lists_newest_first_and_honours_the_limit(sim_app: Flask) -> None:
     client = sim_app.test_client()
     for question in ("one", "two", "three"):
@@ -323,3 +352,32 @@ def test_iching_sends_the_cast_hexagram_first(sim_client: FlaskClient, given: in
 def test_routes_without_a_draw_start_with_the_engine_start(sim_client: FlaskClient) -> None:
     frames = stream(sim_client, "/dream/interpret-stream", {"dream": "a dream"})
     assert data_events(frames)[0]["type"] == "start"
+
+
+def test_an_engine_exception_mid_run_cuts_the_stream_and_logs_only_its_type(
+    sim_app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body adds no events of its own: an exception from the engine's generator (a bug,
+    stood in for here by wrapping the real run) ends the body where it is, with no ``done``
+    that the engine never sent, and the log names the exception's type, never its message."""
+    manager = get_state(sim_app).manager
+    real = manager.stream_batches
+
+    def breaks_after_start(*args: Any, **kwargs: Any) -> Generator[list[Event], None, None]:
+        batches = real(*args, **kwargs)
+        try:
+            yield next(batches)
+            raise RuntimeError(f"engine bug holding {SECRET_KEY}")
+        finally:
+            batches.close()
+
+    monkeypatch.setattr(manager, "stream_batches", breaks_after_start)
+    client = sim_app.test_client()
+    with caplog.at_level(logging.INFO):
+        frames = stream(client, "/dream/interpret-stream", {"dream": "a dream"})
+    assert [e["type"] for e in data_events(frames)] == ["start"]
+    assert "RuntimeError" in caplog.text
+    assert SECRET_KEY not in caplog.text
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert _metric(metrics, "backend_ai_runs_total", route="dream", outcome="cancelled") == 1
+    assert _metric(metrics, "backend_ai_active_streams") == 0

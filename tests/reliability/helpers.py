@@ -12,7 +12,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +23,7 @@ import httpx
 
 from tests.support.protocol import SectionOutcome, check_stream
 from tests.support.sse import parse_sse_body
+from tests.support.waiting import wait_until
 
 __all__ = [
     "CANARY_KEY",
@@ -44,20 +45,6 @@ __all__ = [
 
 #: The upstream API key of every test service: it must never appear in a log line or response.
 CANARY_KEY = f"sk-canary-{secrets.token_hex(16)}"
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(interval)
 
 
 # -- the routes ------------------------------------------------------------------------------

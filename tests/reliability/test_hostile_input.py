@@ -20,7 +20,6 @@ import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from httpx_sse._decoders import SSEDecoder
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -28,12 +27,10 @@ from backend_ai.app.extension import get_state
 from backend_ai.app.factory import create_app
 from backend_ai.app.settings import Settings
 from backend_ai.simulator import SimulatorProcess
-from backend_ai.streaming import (
-    RunOptions,
-    format_sse,
-    get_stream_performance_stats,
-    reset_stream_performance_stats,
-)
+from backend_ai.streaming import RunOptions, get_stream_performance_stats
+from backend_ai.streaming.sse import format_sse
+from backend_ai.streaming.stats import reset_stream_performance_stats
+from tests.support.sse import parse_sse
 
 from .conftest import StartService
 from .helpers import CANARY_KEY, ScriptedUpstream, check_stream, http_response, parse_sse_body
@@ -233,19 +230,6 @@ def scripted_client(upstream: ScriptedUpstream) -> Iterator[FlaskClient]:
     get_state(app).close()
 
 
-def real_sse_events(body: str) -> list[Any]:
-    """What a spec-following SSE client dispatches (httpx-sse's field decoder; lines split on
-    CRLF, CR and LF as the specification says)."""
-    decoder = SSEDecoder()
-    events = []
-    *lines, _unterminated = re.split(r"\r\n|\r|\n", body)
-    for line in lines:
-        event = decoder.decode(line)
-        if event is not None:
-            events.append(event)
-    return events
-
-
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pieces=st.lists(st.text(min_size=1, max_size=40).filter(str.strip) | hostile_text, max_size=8)
@@ -263,7 +247,7 @@ def test_any_model_output_reaches_the_client_exactly_one_event_per_frame(
     assert outcomes["reading"].end == "done", outcomes
     chunks = [e["content"] for e in events if e["type"] == "chunk"]
     assert chunks == pieces
-    dispatched = real_sse_events(text)
+    dispatched = parse_sse([text])
     assert len(dispatched) == len(events) == text.count("\n\n") - len(comments)
     assert [json.loads(e.data) for e in dispatched] == events
 
@@ -279,7 +263,7 @@ def test_format_sse_gives_back_one_event_with_exactly_its_fields(
     data: str, event: str | None, id_: str | None
 ) -> None:
     frame = format_sse(data, event=event, id=id_)
-    dispatched = real_sse_events(frame)
+    dispatched = parse_sse([frame])
     assert len(dispatched) == 1, (frame, dispatched)
     got = dispatched[0]
     assert got.data == _NO_BREAKS.sub("\n", data)  # SSE reads every line break back as LF

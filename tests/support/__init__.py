@@ -1,7 +1,7 @@
 """What the tests and the scripts under ``scripts/`` share: the stream-protocol checker
 (``protocol``), the SSE parsers and readers (``sse``), the percentile (``stats``), the process
-helpers (``process``) and the environment of a service child on a loopback upstream
-(``service``).
+helpers (``process``), the environment of a service child on a loopback upstream
+(``service``) and a bounded wait for a condition (``waiting``).
 
 It lives under ``tests/`` and not in the ``backend_ai`` package because nothing the package
 ships uses it: it checks the service from the outside, as a client does, and the installed

@@ -1,10 +1,10 @@
 """Reading the service's SSE: a browser-like parser for engine output, whole bodies and live
 responses for the service's.
 
-``parse_sse`` uses httpx-sse's decoders, the parsing of a real SSE client, so a test of what
-the engine writes checks it against a parser that is not ours. The service's own framing is
-simpler and stricter (every frame one ``data:`` line, or comment lines): ``parse_frames`` and
-``LiveStream`` read it and assert it.
+``parse_sse`` reads text through httpx-sse's public ``EventSource``, the parsing of a real SSE
+client, so a test of what the engine writes checks it against a parser that is not ours. The
+service's own framing is simpler and stricter (every frame one ``data:`` line, or comment
+lines): ``parse_frames`` and ``LiveStream`` read it and assert it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
-from httpx_sse._models import ServerSentEvent
+from httpx_sse import EventSource, ServerSentEvent
 
 __all__ = [
     "Frame",
@@ -31,15 +30,14 @@ __all__ = [
 
 
 def parse_sse(pieces: Iterable[str]) -> list[ServerSentEvent]:
-    """Every event a browser-like SSE client would dispatch from this text, fed piece by piece."""
-    lines = SSELineDecoder()
-    decoder = SSEDecoder()
-    events: list[ServerSentEvent] = []
-    for line in [line for piece in pieces for line in lines.decode(piece)] + lines.flush():
-        event = decoder.decode(line)
-        if event is not None:
-            events.append(event)
-    return events
+    """Every event a browser-like SSE client would dispatch from this text, fed piece by piece
+    (each piece one read of a response body)."""
+    response = httpx.Response(
+        200,
+        headers={"content-type": "text/event-stream; charset=utf-8"},
+        content=(piece.encode() for piece in pieces),
+    )
+    return list(EventSource(response).iter_sse())
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ from backend_ai.streaming import (
     ParallelStreamManager,
     PoolSettings,
     RunOptions,
-    SectionExecutor,
     StreamConfig,
     build_http_client,
 )
+from backend_ai.streaming.executor import SectionExecutor
 
 API_KEY = "sk-test-hostile-5e0f2a9b71c4"
 #: A run's companion (``alongside``) is numbered this much higher in its prompts.

@@ -10,6 +10,7 @@ the rest; a request made afterwards must go to a new connection.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
+from http11_server import LoopbackServer
 from hyperframe.frame import GoAwayFrame
 
 from backend_ai.streaming import PoolSettings, build_http_client
@@ -39,87 +41,54 @@ def _lingering_close(sock: socket.socket) -> None:
         pass
 
 
-class _GoawayServer:
-    """Serves each connection's first two streams around a GOAWAY; later connections normally."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.connections = 0
-        self.errors: list[BaseException] = []
-        self._threads: list[threading.Thread] = []
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
-        self._accepting.start()
-
-    def _accept(self) -> None:
+def _serve_streams(sock: socket.socket, send_goaway: bool) -> None:
+    """The first two streams around a GOAWAY when ``send_goaway``; else every stream whole."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    waiting: list[int] = []
+    open_streams = 0
+    went_away = False
+    with sock:
         while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
+            data = sock.recv(65536)
+            if not data:
                 return
-            self.connections += 1
-            thread = threading.Thread(
-                target=self._serve, args=(sock, self.connections == 1), daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def _serve(self, sock: socket.socket, send_goaway: bool) -> None:
-        try:
-            self._serve_streams(sock, send_goaway)
-        except BaseException as exc:  # surfaced by the test, not lost in a thread
-            self.errors.append(exc)
-
-    def _serve_streams(self, sock: socket.socket, send_goaway: bool) -> None:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.initiate_connection()
-        sock.sendall(conn.data_to_send())
-        waiting: list[int] = []
-        open_streams = 0
-        went_away = False
-        with sock:
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.RequestReceived):
-                        waiting.append(event.stream_id)
-                        open_streams += 1
-                if (send_goaway and len(waiting) == 2) or (not send_goaway and waiting):
-                    for stream_id in waiting:
-                        conn.send_headers(stream_id, [(":status", "200")])
-                        conn.send_data(stream_id, b"first half;")
-                    sock.sendall(conn.data_to_send())
-                    if send_goaway:
-                        # Written by hand: h2 would refuse to send anything after its GOAWAY.
-                        goaway = GoAwayFrame(0, last_stream_id=max(waiting), error_code=0)
-                        sock.sendall(goaway.serialize())
-                        went_away = True
-                    for stream_id in waiting:
-                        conn.send_data(stream_id, b"second half", end_stream=True)
-                        open_streams -= 1
-                    waiting = []
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    waiting.append(event.stream_id)
+                    open_streams += 1
+            if (send_goaway and len(waiting) == 2) or (not send_goaway and waiting):
+                for stream_id in waiting:
+                    conn.send_headers(stream_id, [(":status", "200")])
+                    conn.send_data(stream_id, b"first half;")
                 sock.sendall(conn.data_to_send())
-                if went_away and open_streams == 0:
-                    _lingering_close(sock)
-                    return
-
-    def close(self) -> None:
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
+                if send_goaway:
+                    # Written by hand: h2 would refuse to send anything after its GOAWAY.
+                    goaway = GoAwayFrame(0, last_stream_id=max(waiting), error_code=0)
+                    sock.sendall(goaway.serialize())
+                    went_away = True
+                for stream_id in waiting:
+                    conn.send_data(stream_id, b"second half", end_stream=True)
+                    open_streams -= 1
+                waiting = []
+            sock.sendall(conn.data_to_send())
+            if went_away and open_streams == 0:
+                _lingering_close(sock)
+                return
 
 
 @pytest.fixture
-def goaway_server() -> Iterator[_GoawayServer]:
-    server = _GoawayServer()
+def goaway_server() -> Iterator[LoopbackServer]:
+    """Serves the first connection's two streams around a GOAWAY; later connections normally."""
+    connections = itertools.count()
+    server = LoopbackServer(lambda sock: _serve_streams(sock, next(connections) == 0))
     yield server
     server.close()
 
 
 def test_streams_covered_by_a_graceful_goaway_finish_and_later_requests_reconnect(
-    goaway_server: _GoawayServer,
+    goaway_server: LoopbackServer,
 ) -> None:
     client = build_http_client(PoolSettings(http2_prior_knowledge=True))
     url = f"http://127.0.0.1:{goaway_server.port}/"
@@ -142,5 +111,5 @@ def test_streams_covered_by_a_graceful_goaway_finish_and_later_requests_reconnec
 
         after = client.get(url)
         assert after.content == b"first half;second half"
-    assert goaway_server.connections == 2
+    assert goaway_server.accepted == 2
     assert goaway_server.errors == []

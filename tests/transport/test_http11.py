@@ -289,6 +289,15 @@ def test_a_kept_alive_connection_the_server_closed_is_stale_and_replaced(serve) 
     assert server.accepted == 2
 
 
+def _answer_once_then_hang_up(sock: socket.socket) -> None:
+    """Answer the first request, then read the next one (or the client's close at the end) and
+    close the connection without a byte: the keep-alive race a client loses."""
+    assert receive_request(sock) is not None
+    respond(sock, b"first")
+    receive_request(sock)
+    sock.close()
+
+
 @pytest.mark.parametrize("body", [b"", b"replayable"], ids=["get", "post"])
 def test_losing_the_keep_alive_race_sends_the_request_again_on_a_new_connection(
     serve, body: bytes
@@ -296,13 +305,7 @@ def test_losing_the_keep_alive_race_sends_the_request_again_on_a_new_connection(
     """The server closes a kept-alive connection just as the next request goes out (here: it
     reads it and hangs up without a byte): not processed, so it goes again on a new one."""
 
-    def handler(sock: socket.socket) -> None:
-        assert receive_request(sock) is not None
-        respond(sock, b"first")
-        receive_request(sock)  # the next request, or the client's close at the end
-        sock.close()
-
-    server = serve(handler)
+    server = serve(_answer_once_then_hang_up)
     pool = _TinyPool()
     with _client(pool) as client:
         assert client.request("POST", server.url, content=body).content == b"first"
@@ -312,13 +315,7 @@ def test_losing_the_keep_alive_race_sends_the_request_again_on_a_new_connection(
 
 
 def test_a_streamed_body_is_not_sent_again_after_a_lost_keep_alive_race(serve) -> None:
-    def handler(sock: socket.socket) -> None:
-        assert receive_request(sock) is not None
-        respond(sock, b"first")
-        receive_request(sock)  # the next request, or the client's close at the end
-        sock.close()
-
-    server = serve(handler)
+    server = serve(_answer_once_then_hang_up)
     pool = _TinyPool()
     with _client(pool) as client:
         assert client.get(server.url).content == b"first"

@@ -9,41 +9,29 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 
 import h11
 import pytest
 import trustme
+from http11_server import LoopbackServer
 
 from backend_ai.streaming import PoolSettings, build_http_client
 from backend_ai.streaming.transport import UpstreamTransport
 
 
-class _Http11TlsServer:
+class _Http11TlsServer(LoopbackServer):
     """A TLS server that offers only ``http/1.1`` in ALPN and answers every request."""
 
     def __init__(self, ca: trustme.CA) -> None:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1").configure_cert(self.context)
         self.context.set_alpn_protocols(["http/1.1"])
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self.connections = 0
         self.requests = 0
         self.alpn: list[str | None] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._answer)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
+    def _answer(self, raw: socket.socket) -> None:
         try:
             with self.context.wrap_socket(raw, server_side=True) as sock:
                 self.alpn.append(sock.selected_alpn_protocol())
@@ -73,9 +61,6 @@ class _Http11TlsServer:
         except (OSError, h11.ProtocolError):
             return
 
-    def close(self) -> None:
-        self._listener.close()
-
 
 @pytest.fixture
 def ca() -> trustme.CA:
@@ -102,7 +87,7 @@ def test_tls_server_without_h2_in_alpn_gets_http11_on_a_kept_connection(
     assert (first.http_version, first.text) == ("HTTP/1.1", "request 1")
     assert (second.http_version, second.text) == ("HTTP/1.1", "request 2")
     assert http11_tls_server.alpn == ["http/1.1"]
-    assert http11_tls_server.connections == 1, "the first connection was not kept alive"
+    assert http11_tls_server.accepted == 1, "the first connection was not kept alive"
 
 
 def test_a_proxy_in_the_environment_hands_requests_to_httpx(

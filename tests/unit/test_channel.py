@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from backend_ai.streaming import ContentChunk, ErrorCode, StreamConfig
+from backend_ai.streaming import StreamConfig
 from backend_ai.streaming.channel import RunChannel
+from backend_ai.streaming.events import ContentChunk, ErrorCode
 from backend_ai.streaming.worker import SectionState
 
 

@@ -6,9 +6,8 @@ import threading
 
 import pytest
 
-from backend_ai.errors import LifecycleError
-from backend_ai.streaming import (
-    ConfigError,
+from backend_ai.errors import ConfigError, LifecycleError
+from backend_ai.streaming.executor import (
     SectionExecutor,
     get_section_executor,
     shutdown_section_executor,

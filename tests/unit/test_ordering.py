@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend_ai.streaming import (
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
-    Mode,
     RateLimitFallback,
     SectionDone,
     SectionError,

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend_ai.streaming import (
+from backend_ai.streaming.config import Mode
+from backend_ai.streaming.events import (
     ContentChunk,
     ErrorCode,
     Heartbeat,
-    Mode,
     RateLimitFallback,
     RunDone,
     RunStarted,
@@ -20,10 +20,8 @@ from backend_ai.streaming import (
     SectionError,
     SectionStarted,
     TokenUsage,
-    encode_event,
-    format_sse,
 )
-from backend_ai.streaming.sse import HEARTBEAT_FRAME, encode_comment
+from backend_ai.streaming.sse import HEARTBEAT_FRAME, encode_comment, encode_event, format_sse
 from tests.support.sse import parse_sse
 
 HOSTILE = [

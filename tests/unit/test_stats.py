@@ -8,12 +8,13 @@ import threading
 import pytest
 
 from backend_ai.app.performance_monitor import PerformanceTimer
-from backend_ai.streaming import (
+from backend_ai.streaming import get_stream_performance_stats
+from backend_ai.streaming.stats import (
+    SectionRecord,
     StreamStats,
-    get_stream_performance_stats,
+    default_stats,
     reset_stream_performance_stats,
 )
-from backend_ai.streaming.stats import SectionRecord, default_stats
 
 
 def test_empty_stats():

@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from backend_ai.errors import MalformedChunkError, UpstreamStreamError
-from backend_ai.streaming import ErrorCode
+from backend_ai.streaming.events import ErrorCode
 from backend_ai.streaming.upstream import (
     MAX_MESSAGE_CHARS,
     SSEDataParser,

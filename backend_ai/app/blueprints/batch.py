@@ -25,7 +25,7 @@ from backend_ai.app.blueprints._common import StreamRequest, parse
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.streaming import SSE_HEADERS
 from backend_ai.app.validation import RequestError, required_text
-from backend_ai.streaming import StreamConfig, encode_event
+from backend_ai.streaming import StreamConfig
 from backend_ai.streaming.batch import (
     BatchDone,
     BatchItem,
@@ -36,6 +36,7 @@ from backend_ai.streaming.batch import (
 )
 from backend_ai.streaming.config import PRESETS
 from backend_ai.streaming.events import Event
+from backend_ai.streaming.sse import encode_event
 
 __all__ = ["bp"]
 

@@ -1,7 +1,7 @@
 """The engine's public API under its older import path.
 
-The engine lives in ``backend_ai.streaming``; code and notes written against
-``backend_ai.app.services.parallel_streaming`` keep working through this module, which
+The engine lives in ``backend_ai.streaming``; code written against
+``backend_ai.app.services.parallel_streaming`` keeps working through this module, which
 re-exports exactly the engine's public names and nothing else. Internals are imported from
 their own modules, ``backend_ai.streaming.<module>``.
 """

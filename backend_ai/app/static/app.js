@@ -325,18 +325,25 @@
     }
   }
 
-  // Splits the byte stream into SSE messages; returns the unfinished tail.
-  function consume(buffer) {
-    const messages = buffer.split(/\r\n\r\n|\n\n|\r\r/);
-    const tail = messages.pop();
-    for (const message of messages) {
-      const data = [];
-      for (const line of message.split(/\r\n|\n|\r/)) {
-        if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
+  // Calls onEvent with each SSE message's data, parsed as JSON, as the response body arrives
+  // (comments and other fields are skipped); resolves when the body ends. The batch tab uses
+  // it too, through window.backendAI.
+  async function readEvents(response, onEvent) {
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      const messages = (buffer + value).split(/\r\n\r\n|\n\n|\r\r/);
+      buffer = messages.pop();
+      for (const message of messages) {
+        const data = [];
+        for (const line of message.split(/\r\n|\n|\r/)) {
+          if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
+        }
+        if (data.length) onEvent(JSON.parse(data.join("\n")));
       }
-      if (data.length) handleEvent(JSON.parse(data.join("\n")));
     }
-    return tail;
   }
 
   function markUnfinished(status) {
@@ -673,13 +680,7 @@
         setStatus("Refused.", "refused");
         return;
       }
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer = consume(buffer + value);
-      }
+      await readEvents(response, handleEvent);
       if ($("run-status").dataset.state !== "done") {
         markUnfinished("cut");
         setStatus("The connection ended before the run did.", "cut");
@@ -735,7 +736,7 @@
   }
 
   // For other scripts of the page (an extra tab): add and switch tabs, reuse the auth header.
-  window.backendAI = { addTab, showTab, authHeaders };
+  window.backendAI = { addTab, showTab, authHeaders, readEvents };
 
   init();
 })();

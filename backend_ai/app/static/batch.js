@@ -121,19 +121,6 @@
     }
   }
 
-  function consume(buffer) {
-    const messages = buffer.split(/\r\n\r\n|\n\n|\r\r/);
-    const tail = messages.pop();
-    for (const message of messages) {
-      const data = [];
-      for (const line of message.split(/\r\n|\n|\r/)) {
-        if (line.startsWith("data:")) data.push(line.slice(line[5] === " " ? 6 : 5));
-      }
-      if (data.length) handle(JSON.parse(data.join("\n")));
-    }
-    return tail;
-  }
-
   async function start(ev) {
     ev.preventDefault();
     if (controller) return;
@@ -174,13 +161,7 @@
         setStatus(message, "error");
         return;
       }
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer = consume(buffer + value);
-      }
+      await page.readEvents(response, handle);
     } catch (err) {
       if (err.name === "AbortError") setStatus("Stopped.", "stopped");
       else setStatus("The connection failed.", "error");
