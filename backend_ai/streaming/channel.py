@@ -23,12 +23,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from backend_ai.streaming.events import ContentChunk, ErrorCode
-
-if TYPE_CHECKING:
-    from backend_ai.streaming.worker import SectionState
+from backend_ai.streaming.section_state import SectionState
 
 __all__ = ["RunChannel"]
 

@@ -63,13 +63,14 @@ from backend_ai.streaming.executor import (
     get_section_executor,
 )
 from backend_ai.streaming.ordering import make_orderer
+from backend_ai.streaming.section_state import SectionState
 from backend_ai.streaming.sse import encode_event
 from backend_ai.streaming.stats import (
     SectionRecord,
     StreamStats,
     default_stats,
 )
-from backend_ai.streaming.worker import RateLimited, SectionState, run_section
+from backend_ai.streaming.worker import RateLimited, run_section
 
 __all__ = ["ParallelStreamManager", "create_parallel_stream"]
 

@@ -7,7 +7,7 @@ import time
 
 from backend_ai.streaming import ContentChunk, ErrorCode, StreamConfig
 from backend_ai.streaming.channel import RunChannel
-from backend_ai.streaming.worker import SectionState
+from backend_ai.streaming.section_state import SectionState
 
 
 def _state(name: str = "s") -> SectionState:
