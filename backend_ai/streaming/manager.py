@@ -398,7 +398,10 @@ class _Run:
 
         The consumer drains the channel before it waits again, so a burst — or the chunks of
         several sections that arrived while it was writing — goes out as one list, which the
-        SSE layer writes as one write.
+        SSE layer writes as one write. At a model's pace chunks come one at a time, faster
+        than that alone would gather them; with ``flush_interval_s`` the consumer then lets
+        the chunks of that long after each write of chunks wait (``RunChannel.pause``), so
+        one wake-up and one write carry several.
         """
         options = self.options
         started = time.monotonic()
@@ -408,8 +411,12 @@ class _Run:
         push = orderer.push
         interleaved = options.mode is Mode.INTERLEAVED
         get = self.channel.get
+        pause = self.channel.pause
+        flush_s = options.flush_interval_s
         monotonic = time.monotonic
         finished = False
+        wrote_chunks = False
+        hold_until = 0.0
         out_batch: list[Event] = []
         emit = out_batch.extend
         try:
@@ -449,7 +456,26 @@ class _Run:
                         yield out_batch
                         out_batch = []
                         emit = out_batch.extend
-                    item = get(max(0.0, wake_at - monotonic()))
+                        if wrote_chunks and flush_s:
+                            wrote_chunks = False
+                            hold_until = monotonic() + flush_s
+                    # Within the flush interval after a write of chunks, new chunks wait for
+                    # the next write: the consumer pauses, woken early only by a control item
+                    # or a full channel (or its own timers). After a quiet spell the interval
+                    # is over, so the first chunk goes out as soon as it comes.
+                    while hold_until:
+                        remaining = min(hold_until, wake_at) - monotonic()
+                        if remaining <= 0:
+                            break
+                        pause(remaining)
+                        item = get(0.0)
+                        if item is not None:
+                            break
+                    if item is None:
+                        if hold_until and monotonic() >= hold_until:
+                            hold_until = 0.0
+                        if not hold_until:
+                            item = get(max(0.0, wake_at - monotonic()))
                 now = monotonic()
                 if item is None:
                     continue
@@ -458,12 +484,14 @@ class _Run:
                     if interleaved:
                         last_out = now
                         emit(item)
+                        wrote_chunks = True
                         continue
                     for chunk in item:
                         out = push(chunk)
                         if out:
                             last_out = now
                             emit(out)
+                            wrote_chunks = True
                     continue
                 if item is _SHUT_DOWN:
                     ended = self._stop_for_shutdown()
