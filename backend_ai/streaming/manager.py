@@ -416,7 +416,8 @@ class _Run:
         monotonic = time.monotonic
         finished = False
         wrote_chunks = False
-        hold_until = 0.0
+        hold_until = last_chunk_write = 0.0
+        hold_paid = False
         out_batch: list[Event] = []
         emit = out_batch.extend
         try:
@@ -458,11 +459,18 @@ class _Run:
                         emit = out_batch.extend
                         if wrote_chunks and flush_s:
                             wrote_chunks = False
-                            hold_until = monotonic() + flush_s
-                    # Within the flush interval after a write of chunks, new chunks wait for
-                    # the next write: the consumer pauses, woken early only by a control item
-                    # or a full channel (or its own timers). After a quiet spell the interval
-                    # is over, so the first chunk goes out as soon as it comes.
+                            written_at = monotonic()
+                            # Hold only while chunks come closer together than the interval
+                            # (or the last hold caught some): when they come farther apart,
+                            # each write carries one arrival anyway, and a hold would only
+                            # add a wake-up that finds nothing.
+                            if hold_paid or written_at - last_chunk_write < flush_s:
+                                hold_until = written_at + flush_s
+                            last_chunk_write = written_at
+                    # Within the hold, new chunks wait for the next write: the consumer
+                    # pauses, woken early only by a control item or a full channel (or its
+                    # own timers). After a quiet spell the hold is over, so the first chunk
+                    # goes out as soon as it comes.
                     while hold_until:
                         remaining = min(hold_until, wake_at) - monotonic()
                         if remaining <= 0:
@@ -470,10 +478,12 @@ class _Run:
                         pause(remaining)
                         item = get(0.0)
                         if item is not None:
+                            hold_paid = True
                             break
                     if item is None:
                         if hold_until and monotonic() >= hold_until:
                             hold_until = 0.0
+                            hold_paid = False
                         if not hold_until:
                             item = get(max(0.0, wake_at - monotonic()))
                 now = monotonic()
