@@ -3,9 +3,9 @@
 The consumer of a run is the caller's own thread (a WSGI request thread): ``stream()`` is a
 plain generator. It submits section workers to the shared bounded executor, then loops on the
 run's channel, yielding events as they arrive — everything queued when it wakes up goes out
-together (``stream_batches``, ``stream_sse``: one write) — and in the same loop keeps the run's
-timers —
-stall timeouts, the run deadline, heartbeats and the rate-limit fallback schedule. No extra
+together (``stream_batches``, ``stream_sse``: one write; at a model's pace after a short pause,
+``RunOptions.flush_interval_s``) — and in the same loop keeps the run's timers: stall
+timeouts, the run deadline, heartbeats and the rate-limit fallback schedule. No extra
 thread watches a run, so a run costs only its section workers.
 
 Whichever comes first — every section ended, the consumer closed the generator (a WSGI server
@@ -398,10 +398,10 @@ class _Run:
 
         The consumer drains the channel before it waits again, so a burst — or the chunks of
         several sections that arrived while it was writing — goes out as one list, which the
-        SSE layer writes as one write. At a model's pace chunks come one at a time, faster
-        than that alone would gather them; with ``flush_interval_s`` the consumer then lets
-        the chunks of that long after each write of chunks wait (``RunChannel.pause``), so
-        one wake-up and one write carry several.
+        SSE layer writes as one write. At a model's pace that alone gathers nothing: each
+        chunk arrives on its own and wakes the consumer. So, while chunks keep coming closer
+        together than ``flush_interval_s``, the consumer pauses that long after each write of
+        chunks (``RunChannel.pause``), and one wake-up and one write carry several.
         """
         options = self.options
         started = time.monotonic()

@@ -55,7 +55,7 @@ def test_chunks_per_write_rise_with_the_interval(manager, client):
 
 
 def test_the_first_chunk_is_not_held_back(manager):
-    configs = [section(name, ttft_ms=150, itl_ms=20, tokens=30) for name in NAMES]
+    configs = [section(name, ttft_ms=30, itl_ms=20, tokens=30) for name in NAMES]
 
     def first_chunk_s(options: RunOptions) -> float:
         for at, batch in _timed_batches(manager, configs, options):
@@ -67,8 +67,9 @@ def test_the_first_chunk_is_not_held_back(manager):
     # hold the first chunk back by up to the interval.
     off = min(first_chunk_s(RunOptions(flush_interval_s=0)) for _ in range(2))
     on = min(first_chunk_s(RunOptions(flush_interval_s=LONG_S)) for _ in range(2))
-    # Held back by the interval, ``on`` would be near 0.4 / 0.15 = 2.7 x ``off``.
-    assert on <= 1.5 * off, (off, on)
+    # Held back, ``on`` would come at the consumer's next timer tick (0.25 s) or the end of
+    # the interval, against ``off``'s 0.03 s; noise moves both alike.
+    assert on - off <= 0.25 * LONG_S, (off, on)
 
 
 def test_a_section_end_is_not_held_back(manager):
