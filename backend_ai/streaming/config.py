@@ -230,9 +230,11 @@ class RunOptions:
     #: it comes). At a model's pace that saves a wake-up and a write per chunk, at the cost of
     #: up to this much delay per chunk (about half of it on average); the first chunk after a
     #: quiet spell, control events (section ends, errors, ``done``) and a full queue never wait.
-    #: 50 ms: below what a reader notices in streamed text, long enough to carry two arrivals
-    #: of a 30 ms-per-token model in one write (docs/PERFORMANCE.md measures the choice).
-    flush_interval_s: float = 0.05
+    #: 40 ms: below what a reader notices in streamed text, longer than the gap between
+    #: tokens of a 30 ms-per-token model, and short enough that a service still notices a
+    #: client gone (at its second write after the disconnect) within 100 ms
+    #: (docs/PERFORMANCE.md measures the choice).
+    flush_interval_s: float = 0.04
 
     def __post_init__(self) -> None:
         try:
