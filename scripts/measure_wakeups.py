@@ -11,6 +11,12 @@ the outgoing SSE frame: ``engine ÷ floor`` is the cost of everything else. Last
 figure: the engine's CPU per chunk when each completion arrives in one write
 (``peers/burst_upstream.py``).
 
+``--flush-ms 0,15`` measures the engine once per flush interval (``RunOptions.flush_interval_s``),
+each row against the same repeat's floor; ``--latency`` adds, per interval, an untimed level
+that records each chunk's delay from its arrival at the HTTP/2 reader (when the engine's SSE
+reader parses it) to the write that carries it (when the run's consumer hands its batch on),
+as p50 / p99 — the price of the interval.
+
 The upstream is ``peers/paced_upstream.py`` by default: one thread, a timer heap and
 pre-encoded chunks, in its own process (``--upstream-cpu N`` pins it to core N), so that the
 machine measures the engine rather than the upstream; ``--upstream simulator`` uses the
@@ -26,6 +32,7 @@ the upstream (``upstream_percent``).
     python scripts/measure_wakeups.py                        # K = 10, 20; 3 repeats; burst
     python scripts/measure_wakeups.py --ks 10,20 --repeats 5 --json docs/benchmarks/wakeups.json
     python scripts/measure_wakeups.py --quick                # a few seconds: the smoke test
+    python scripts/measure_wakeups.py --flush-ms 0,15 --latency  # the flush interval's effect
 """
 
 from __future__ import annotations
@@ -51,8 +58,11 @@ from peers.base import Section, section_configs
 from peers.burst_upstream import BurstUpstream
 from peers.engine import EnginePeer
 from peers.h2_floor import read_streams
-from peers.harness import run_once, sim_sections
+from peers.harness import percentile, run_once, sim_sections
 from peers.paced_upstream import PacedUpstream
+
+from backend_ai.streaming import RunOptions
+from backend_ai.streaming.sse import encode_event
 
 _CHUNK_FRAME = 'data: {"type":"chunk"'
 
@@ -106,6 +116,51 @@ def _engine_level(peer: EnginePeer, configs: Any, k: int) -> Callable[[], int]:
         return sum(counts)
 
     return work
+
+
+def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
+    """Each chunk's delay in ms from its parse on the reader thread to its write.
+
+    Stamps arrivals by wrapping the engine's own SSE reader for this level only (a measurement
+    hook, not a public API), so the timed levels run the unmodified engine.
+    """
+    from backend_ai.streaming import worker
+
+    arrived: dict[int, float] = {}
+    original = worker._SectionReader.read
+
+    def stamped(reader: Any, received: bytes, batch: list[Any]) -> None:
+        start = len(batch)
+        original(reader, received, batch)
+        now = time.monotonic()
+        for chunk in batch[start:]:
+            arrived[id(chunk)] = now
+
+    delays: list[float] = []
+    lock = threading.Lock()
+
+    def user() -> None:
+        mine: list[float] = []
+        for events in peer.manager.stream_batches(configs):
+            "".join([encode_event(event) for event in events])  # the write's own work
+            now = time.monotonic()
+            for event in events:
+                at = arrived.pop(id(event), None)
+                if at is not None:
+                    mine.append((now - at) * 1000)
+        with lock:
+            delays.extend(mine)
+
+    worker._SectionReader.read = stamped  # type: ignore[method-assign]
+    try:
+        threads = [threading.Thread(target=user) for _ in range(k)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        worker._SectionReader.read = original  # type: ignore[method-assign]
+    return delays
 
 
 def _floor_level(base_url: str, sections: list[Section], k: int) -> Callable[[], int]:
@@ -195,13 +250,33 @@ def main(argv: list[str] | None = None) -> int:
         "--burst-tokens", type=int, default=2000, help="chunks per section of the burst figure"
     )
     parser.add_argument("--no-floor", action="store_true", help="engine rows only")
+    parser.add_argument(
+        "--flush-ms",
+        default=None,
+        help="engine flush intervals to measure, comma-separated ms (default: RunOptions')",
+    )
+    parser.add_argument(
+        "--latency", action="store_true", help="per interval: p50/p99 arrival-to-write delay"
+    )
     parser.add_argument("--quick", action="store_true", help="K = 2, 10 tokens, 1 repeat")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.quick:
         args.ks, args.repeats, args.tokens, args.burst_tokens = "2", 1, 10, 200
     ks = [int(v) for v in args.ks.split(",")]
-    pools = args.pools.split(",")
+    default_flush_ms = RunOptions().flush_interval_s * 1000
+    flushes = [float(v) for v in args.flush_ms.split(",")] if args.flush_ms else [default_flush_ms]
+    pools = [
+        pool if len(flushes) == 1 else f"{pool}@{flush:g}ms"
+        for pool in args.pools.split(",")
+        for flush in flushes
+    ]
+    pool_specs = {
+        name: (pool, flush)
+        for name, (pool, flush) in zip(
+            pools, [(p, f) for p in args.pools.split(",") for f in flushes], strict=True
+        )
+    }
     controls = {
         "ttft_ms": args.ttft_ms,
         "itl_ms": args.itl_ms,
@@ -222,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "upstream": args.upstream,
         "upstream_cpu": args.upstream_cpu,
+        "flush_interval_ms": {name: spec[1] for name, spec in pool_specs.items()},
         "controls": controls,
         "sections": args.sections,
         "runs": [],
@@ -229,7 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"engine from {results['engine_path']}; upstream: {args.upstream}", flush=True)
     with _upstream(args.upstream, controls, args.upstream_cpu) as upstream:
         peers = {
-            pool: EnginePeer(upstream.base_url, http2=(pool == "h2"), sse=True) for pool in pools
+            name: EnginePeer(
+                upstream.base_url,
+                http2=(pool == "h2"),
+                sse=True,
+                options=RunOptions(heartbeat_s=None, flush_interval_s=flush / 1000),
+            )
+            for name, (pool, flush) in pool_specs.items()
         }
         try:
             for peer in peers.values():  # warm: connections, imports, thread pool
@@ -248,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
                         row.update(_measured(work, upstream.pid))
                         results["runs"].append(row)
                         print(json.dumps(row), flush=True)
+                    if args.latency:
+                        for name, peer in peers.items():
+                            delays = _latency_level(peer, configs, k)
+                            row = {"repeat": repeat, "k": k, "pool": name, "chunks": len(delays)}
+                            for q in (50, 90, 99):
+                                row[f"p{q}_ms"] = round(percentile(delays, q / 100) or 0.0, 2)
+                            results.setdefault("latency", []).append(row)
+                            print(json.dumps(row), flush=True)
         finally:
             for peer in peers.values():
                 peer.close()
@@ -280,6 +370,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
             summary.append(entry)
     results["summary"] = summary
+    if "latency" in results:
+        results["latency_summary"] = [
+            {
+                "k": k,
+                "pool": pool,
+                **{
+                    key: _stat(
+                        [r[key] for r in results["latency"] if (r["k"], r["pool"]) == (k, pool)]
+                    )
+                    for key in ("p50_ms", "p90_ms", "p99_ms")
+                },
+            }
+            for k in ks
+            for pool in pools
+        ]
     results["loadavg"] = os.getloadavg()
     print()
     print(
@@ -299,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{e['user_us_per_chunk']['median']:g} | {e['sys_us_per_chunk']['median']:g} | "
             f"{fmt('voluntary_ctx_per_chunk')} | {e['upstream_percent']['median']:g} | "
             f"{fmt('others_percent')} |"
+        )
+    for e in results.get("latency_summary", []):
+        print(
+            f"latency K={e['k']} {e['pool']}: arrival at the reader to write, ms "
+            f"p50 {fmt_stat(e['p50_ms'])}, p90 {fmt_stat(e['p90_ms'])}, p99 {fmt_stat(e['p99_ms'])}"
         )
     if "burst" in results:
         b = results["burst"]

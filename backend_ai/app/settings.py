@@ -335,6 +335,7 @@ RUN_VARIABLES = (
     Variable("BACKEND_AI_MAX_RETRY_WAIT_S", "max_retry_wait_s", environment.number),
     Variable("BACKEND_AI_MAX_RATE_LIMIT_RETRIES", "max_rate_limit_retries", environment.integer),
     Variable("BACKEND_AI_INCLUDE_USAGE", "include_usage", environment.flag),
+    Variable("BACKEND_AI_FLUSH_INTERVAL_S", "flush_interval_s", environment.number),
 )
 
 #: The variables of ``Settings``' own fields (``BACKEND_AI_MAX_WORKERS`` is the engine's).

@@ -64,12 +64,13 @@ from backend_ai.streaming.executor import (
     SectionExecutor,
     get_section_executor,
 )
+from backend_ai.streaming.section_state import SectionState
 from backend_ai.streaming.stats import (
     SectionRecord,
     StreamStats,
     default_stats,
 )
-from backend_ai.streaming.worker import RateLimited, SectionState, run_section
+from backend_ai.streaming.worker import RateLimited, run_section
 
 __all__ = [
     "BatchDone",

@@ -15,20 +15,23 @@ per producer) wait between the producers and the consumer. Two kinds of producer
 
 Control items (section start and end) always get through: there are at most a few per
 section, and an end item must never be lost, or the consumer would wait for it forever.
+
+The consumer may ``pause`` between writes (the run's flush interval): while it pauses, posted
+chunks wait in the queue without waking it — at a model's pace that is what lets one wake and
+one write carry several chunks. A control item and a full channel end the pause at once
+(``_ring``), so neither an end, an error nor backpressure waits for the interval.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from backend_ai.streaming.events import ContentChunk, ErrorCode
-
-if TYPE_CHECKING:
-    from backend_ai.streaming.worker import SectionState
+from backend_ai.streaming.section_state import SectionState
 
 __all__ = ["RunChannel"]
 
@@ -45,6 +48,10 @@ class RunChannel:
         self._room = threading.Event()
         self._waiting = 0
         self._room_callbacks: list[Callable[[], None]] = []
+        # A binary semaphore: released ("rung") to end the consumer's pause early. It stays
+        # released until the consumer's next pause takes it, so a ring is never lost.
+        self._bell = threading.Lock()
+        self._bell.acquire()
 
     @property
     def backpressure_timeout_s(self) -> float:
@@ -66,10 +73,11 @@ class RunChannel:
 
     def _reserve(self, count: int) -> bool:
         with self._lock:
-            if self._in_flight >= self._capacity:
-                return False
-            self._in_flight += count
-            return True
+            if self._in_flight < self._capacity:
+                self._in_flight += count
+                return True
+        self._ring()  # full: the consumer must not sit out its flush interval now
+        return False
 
     def _wait_for_room(self, count: int, state: SectionState) -> bool:
         give_up_at = time.monotonic() + self._backpressure_timeout_s
@@ -96,10 +104,14 @@ class RunChannel:
         """Post a batch without waiting; when full, return False and call ``on_room`` once (from
         the consumer's ``get``) when there is room again."""
         with self._lock:
-            if self._in_flight >= self._capacity:
+            full = self._in_flight >= self._capacity
+            if full:
                 self._room_callbacks.append(on_room)
-                return False
-            self._in_flight += len(chunks)
+            else:
+                self._in_flight += len(chunks)
+        if full:
+            self._ring()  # the consumer must not sit out its flush interval now
+            return False
         self._items.put(chunks)
         return True
 
@@ -112,6 +124,17 @@ class RunChannel:
 
     def put_control(self, item: object) -> None:
         self._items.put(item)
+        self._ring()
+
+    def _ring(self) -> None:
+        """End the consumer's current or next pause."""
+        with contextlib.suppress(RuntimeError):  # rung already and not yet taken
+            self._bell.release()
+
+    def pause(self, timeout: float) -> None:
+        """On the consumer's thread: wait up to ``timeout`` seconds for a control item or a
+        full channel; chunks posted meanwhile stay queued without waking the consumer."""
+        self._bell.acquire(timeout=timeout)
 
     def get(self, timeout: float | None) -> object | None:
         """The next item (a control item or a list of chunks), or None when ``timeout`` passed."""

@@ -186,6 +186,10 @@ def validate_configs(configs: Iterable[StreamConfig]) -> tuple[StreamConfig, ...
     return checked
 
 
+#: A flush interval longer than this would be felt as stutter rather than saved CPU.
+_MAX_FLUSH_INTERVAL_S = 1.0
+
+
 def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -222,6 +226,16 @@ class RunOptions:
     max_rate_limit_retries: int = 2
     #: Ask the upstream for token usage (``stream_options.include_usage``).
     include_usage: bool = True
+    #: While chunks come closer together than this (seconds), those arriving within it after
+    #: a write of chunks wait and go out together in the next write (0: write each as soon as
+    #: it comes). At a model's pace that saves a wake-up and a write per chunk, at the cost of
+    #: up to this much delay per chunk (about half of it on average); the first chunk after a
+    #: quiet spell, control events (section ends, errors, ``done``) and a full queue never wait.
+    #: 40 ms: below what a reader notices in streamed text, longer than the gap between
+    #: tokens of a 30 ms-per-token model, and short enough that a service still notices a
+    #: client gone (at its second write after the disconnect) within 100 ms
+    #: (docs/PERFORMANCE.md measures the choice).
+    flush_interval_s: float = 0.04
 
     def __post_init__(self) -> None:
         try:
@@ -242,6 +256,15 @@ class RunOptions:
         _positive("heartbeat_s", self.heartbeat_s, allow_none=True)
         _positive("backpressure_timeout_s", self.backpressure_timeout_s)
         _positive("max_retry_wait_s", self.max_retry_wait_s)
+        if (
+            isinstance(self.flush_interval_s, bool)
+            or not isinstance(self.flush_interval_s, int | float)
+            or not 0 <= self.flush_interval_s <= _MAX_FLUSH_INTERVAL_S
+        ):
+            raise ConfigError(
+                f"flush_interval_s must be a number from 0 to {_MAX_FLUSH_INTERVAL_S:g}, "
+                f"got {self.flush_interval_s!r}"
+            )
         if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int):
             raise ConfigError(f"queue_size must be an integer, got {self.queue_size!r}")
         if self.queue_size < 1:

@@ -3,9 +3,9 @@
 The consumer of a run is the caller's own thread (a WSGI request thread): ``stream()`` is a
 plain generator. It submits section workers to the shared bounded executor, then loops on the
 run's channel, yielding events as they arrive — everything queued when it wakes up goes out
-together (``stream_batches``, ``stream_sse``: one write) — and in the same loop keeps the run's
-timers —
-stall timeouts, the run deadline, heartbeats and the rate-limit fallback schedule. No extra
+together (``stream_batches``, ``stream_sse``: one write; at a model's pace after a short pause,
+``RunOptions.flush_interval_s``) — and in the same loop keeps the run's timers: stall
+timeouts, the run deadline, heartbeats and the rate-limit fallback schedule. No extra
 thread watches a run, so a run costs only its section workers.
 
 Whichever comes first — every section ended, the consumer closed the generator (a WSGI server
@@ -63,13 +63,14 @@ from backend_ai.streaming.executor import (
     get_section_executor,
 )
 from backend_ai.streaming.ordering import make_orderer
+from backend_ai.streaming.section_state import SectionState
 from backend_ai.streaming.sse import encode_event
 from backend_ai.streaming.stats import (
     SectionRecord,
     StreamStats,
     default_stats,
 )
-from backend_ai.streaming.worker import RateLimited, SectionState, run_section
+from backend_ai.streaming.worker import RateLimited, run_section
 
 __all__ = ["ParallelStreamManager", "create_parallel_stream"]
 
@@ -397,7 +398,10 @@ class _Run:
 
         The consumer drains the channel before it waits again, so a burst — or the chunks of
         several sections that arrived while it was writing — goes out as one list, which the
-        SSE layer writes as one write.
+        SSE layer writes as one write. At a model's pace that alone gathers nothing: each
+        chunk arrives on its own and wakes the consumer. So, while chunks keep coming closer
+        together than ``flush_interval_s``, the consumer pauses that long after each write of
+        chunks (``RunChannel.pause``), and one wake-up and one write carry several.
         """
         options = self.options
         started = time.monotonic()
@@ -407,8 +411,13 @@ class _Run:
         push = orderer.push
         interleaved = options.mode is Mode.INTERLEAVED
         get = self.channel.get
+        pause = self.channel.pause
+        flush_s = options.flush_interval_s
         monotonic = time.monotonic
         finished = False
+        wrote_chunks = False
+        hold_until = last_chunk_write = 0.0
+        hold_paid = False
         out_batch: list[Event] = []
         emit = out_batch.extend
         try:
@@ -448,7 +457,35 @@ class _Run:
                         yield out_batch
                         out_batch = []
                         emit = out_batch.extend
-                    item = get(max(0.0, wake_at - monotonic()))
+                        if wrote_chunks and flush_s:
+                            wrote_chunks = False
+                            written_at = monotonic()
+                            # Hold only while chunks come closer together than the interval
+                            # (or the last hold caught some): when they come farther apart,
+                            # each write carries one arrival anyway, and a hold would only
+                            # add a wake-up that finds nothing.
+                            if hold_paid or written_at - last_chunk_write < flush_s:
+                                hold_until = written_at + flush_s
+                            last_chunk_write = written_at
+                    # Within the hold, new chunks wait for the next write: the consumer
+                    # pauses, woken early only by a control item or a full channel (or its
+                    # own timers). After a quiet spell the hold is over, so the first chunk
+                    # goes out as soon as it comes.
+                    while hold_until:
+                        remaining = min(hold_until, wake_at) - monotonic()
+                        if remaining <= 0:
+                            break
+                        pause(remaining)
+                        item = get(0.0)
+                        if item is not None:
+                            hold_paid = True
+                            break
+                    if item is None:
+                        if hold_until and monotonic() >= hold_until:
+                            hold_until = 0.0
+                            hold_paid = False
+                        if not hold_until:
+                            item = get(max(0.0, wake_at - monotonic()))
                 now = monotonic()
                 if item is None:
                     continue
@@ -457,12 +494,14 @@ class _Run:
                     if interleaved:
                         last_out = now
                         emit(item)
+                        wrote_chunks = True
                         continue
                     for chunk in item:
                         out = push(chunk)
                         if out:
                             last_out = now
                             emit(out)
+                            wrote_chunks = True
                     continue
                 if item is _SHUT_DOWN:
                     ended = self._stop_for_shutdown()

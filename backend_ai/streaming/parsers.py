@@ -41,7 +41,7 @@ from backend_ai.streaming.upstream import SSEDataParser
 
 if TYPE_CHECKING:
     from backend_ai.streaming.channel import RunChannel
-    from backend_ai.streaming.worker import SectionState
+    from backend_ai.streaming.section_state import SectionState
 
 __all__ = [
     "ChatReasoningReader",

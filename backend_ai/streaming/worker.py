@@ -25,14 +25,13 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx2
 import openai
 
 from backend_ai.errors import UpstreamStreamError
-from backend_ai.streaming.cancel import CancelScope
 from backend_ai.streaming.channel import RunChannel
 from backend_ai.streaming.config import RunOptions, StreamConfig
 from backend_ai.streaming.events import (
@@ -52,6 +51,7 @@ from backend_ai.streaming.parsers import (
     responses_body,
 )
 from backend_ai.streaming.rate_limit import retry_wait_s
+from backend_ai.streaming.section_state import SectionState
 from backend_ai.streaming.transport import UPSTREAM_STREAM, shutdown_response
 from backend_ai.streaming.upstream import (
     SSEDataParser,
@@ -60,7 +60,7 @@ from backend_ai.streaming.upstream import (
     translate_exception,
 )
 
-__all__ = ["RateLimited", "SectionState", "run_section"]
+__all__ = ["RateLimited", "run_section"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,36 +78,6 @@ class RateLimited:
     section: str
     wait_s: float
     message: str
-
-
-@dataclass(slots=True)
-class SectionState:
-    """What the consumer knows of one section; the worker writes only ``last_activity``."""
-
-    config: StreamConfig
-    scope: CancelScope = field(default_factory=CancelScope)
-    cancel_code: ErrorCode | None = None
-    cancel_message: str | None = None
-    last_activity: float = 0.0
-    rate_limited: int = 0
-    announced: bool = False
-    running: bool = False
-    chunks: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.config.section_name
-
-    def cancel(self, code: ErrorCode, message: str | None = None) -> None:
-        """Stop this section from any thread; the first reason given wins."""
-        if self.cancel_code is None:
-            self.cancel_code = code
-            self.cancel_message = message
-        self.scope.cancel()
-
-    def next_attempt(self) -> None:
-        """A fresh scope for a retry after 429 (the old one is spent)."""
-        self.scope = CancelScope()
 
 
 def _request_body(config: StreamConfig, options: RunOptions) -> dict[str, Any]:

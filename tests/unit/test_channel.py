@@ -8,7 +8,7 @@ import time
 from backend_ai.streaming import StreamConfig
 from backend_ai.streaming.channel import RunChannel
 from backend_ai.streaming.events import ContentChunk, ErrorCode
-from backend_ai.streaming.worker import SectionState
+from backend_ai.streaming.section_state import SectionState
 
 
 def _state(name: str = "s") -> SectionState:
