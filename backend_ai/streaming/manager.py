@@ -33,7 +33,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import Any
 
@@ -70,6 +70,7 @@ from backend_ai.streaming.stats import (
     StreamStats,
     default_stats,
 )
+from backend_ai.streaming.upstream import redacted_traceback
 from backend_ai.streaming.worker import RateLimited, run_section
 
 __all__ = ["ParallelStreamManager", "create_parallel_stream"]
@@ -231,6 +232,8 @@ class _Run:
         self.running: dict[str, Future[Any]] = {}
         self.completed: list[str] = []
         self.failed: list[str] = []
+        #: Sections whose end event has left the orderer (control path only, never per chunk).
+        self.ends_out: set[str] = set()
         self.shutting_down = False
         tick_candidates = [_MAX_TICK_S]
         for value in (options.heartbeat_s, options.stall_timeout_s):
@@ -382,6 +385,53 @@ class _Run:
         self.fallback.clear()
         return ended
 
+    def _note_ends(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, SectionDone | SectionError):
+                self.ends_out.add(event.section)
+
+    def _end_open_sections(
+        self, push: Callable[[Event], Sequence[Event]], started: float
+    ) -> list[Event]:
+        """After a bug in the run loop: an ``internal`` end for every section without an end.
+
+        A section counts as ended only once its end event has left the orderer: one booked
+        but lost with the failure ends with ``internal`` too. Each end goes through the
+        orderer, which then releases what it held back for that section; if the orderer is
+        what failed, the ends go out directly. Either way every section is ended once and
+        ``done`` can follow.
+        """
+        out: list[Event] = []
+
+        def send(event: Event) -> None:
+            try:
+                out.extend(push(event))
+            except Exception:  # the orderer itself failed: the event goes out as it is
+                out.append(event)
+
+        # The chunks already posted go out first, so each end's chunk count is what was sent;
+        # the control items left behind are superseded by the ends below.
+        while (item := self.channel.get(0.0)) is not None:
+            if type(item) is list:
+                for chunk in item:
+                    if chunk.section not in self.ends_out:
+                        send(chunk)
+        for name in self.names:
+            if name in self.ends_out:
+                continue
+            event = SectionError(
+                section=name,
+                code=ErrorCode.INTERNAL,
+                message="internal error",
+                chunks=self.states[name].chunks,
+            )
+            if name in self.completed:  # its end was booked but never reached the client
+                self.completed.remove(name)
+            if name not in self.failed:
+                self._record(event, started)
+            send(event)
+        return out
+
     # -- the consumer loop ----------------------------------------------------------------
 
     def events(self) -> Generator[Event, None, None]:
@@ -422,99 +472,111 @@ class _Run:
         emit = out_batch.extend
         try:
             yield [RunStarted(request_id=self.request_id, sections=self.names, mode=options.mode)]
-            last_out = now = monotonic()
-            next_tick = now + self.tick_s
-            self._schedule(now)
-            while True:
-                past_deadline = deadline is not None and now >= deadline
-                if now >= next_tick or past_deadline:
-                    self._check_timers(now, deadline)
-                    if past_deadline:
-                        for event in self._expire_waiting():
-                            self._record(event, started)
-                            out = push(event)
+            try:
+                last_out = now = monotonic()
+                next_tick = now + self.tick_s
+                self._schedule(now)
+                while True:
+                    past_deadline = deadline is not None and now >= deadline
+                    if now >= next_tick or past_deadline:
+                        self._check_timers(now, deadline)
+                        if past_deadline:
+                            for event in self._expire_waiting():
+                                self._record(event, started)
+                                out = push(event)
+                                if out:
+                                    last_out = now
+                                    emit(out)
+                                    self._note_ends(out)
+                        if heartbeat_s is not None and now - last_out >= heartbeat_s:
+                            last_out = now
+                            out_batch.append(Heartbeat())
+                        next_tick = now + self.tick_s
+                    if not self.running or 0 < self.budget_wait_until <= now:
+                        self._schedule(now)  # e.g. the rate-limit or budget wait just ended
+                    if not (self.pending or self.fallback or self.running):
+                        break
+                    wake_at = next_tick
+                    if deadline is not None and not past_deadline:
+                        wake_at = min(wake_at, deadline)
+                    if self.fallback and not self.running:
+                        wake_at = min(wake_at, self.resume_at)
+                    if self.budget_wait_until:
+                        wake_at = min(wake_at, self.budget_wait_until)
+                    item = get(0.0) if len(out_batch) < _MAX_BATCH_EVENTS else None
+                    if item is None:
+                        if out_batch:
+                            yield out_batch
+                            out_batch = []
+                            emit = out_batch.extend
+                            if wrote_chunks and flush_s:
+                                wrote_chunks = False
+                                written_at = monotonic()
+                                # Hold only while chunks come closer together than the interval
+                                # (or the last hold caught some): when they come farther apart,
+                                # each write carries one arrival anyway, and a hold would only
+                                # add a wake-up that finds nothing.
+                                if hold_paid or written_at - last_chunk_write < flush_s:
+                                    hold_until = written_at + flush_s
+                                last_chunk_write = written_at
+                        # Within the hold, new chunks wait for the next write: the consumer
+                        # pauses, woken early only by a control item or a full channel (or its
+                        # own timers). After a quiet spell the hold is over, so the first chunk
+                        # goes out as soon as it comes.
+                        while hold_until:
+                            remaining = min(hold_until, wake_at) - monotonic()
+                            if remaining <= 0:
+                                break
+                            pause(remaining)
+                            item = get(0.0)
+                            if item is not None:
+                                hold_paid = True
+                                break
+                        if item is None:
+                            if hold_until and monotonic() >= hold_until:
+                                hold_until = 0.0
+                                hold_paid = False
+                            if not hold_until:
+                                item = get(max(0.0, wake_at - monotonic()))
+                    now = monotonic()
+                    if item is None:
+                        continue
+                    if type(item) is list:
+                        # The hot path: a batch of one section's chunks.
+                        if interleaved:
+                            last_out = now
+                            emit(item)
+                            wrote_chunks = True
+                            continue
+                        for chunk in item:
+                            out = push(chunk)
                             if out:
                                 last_out = now
                                 emit(out)
-                    if heartbeat_s is not None and now - last_out >= heartbeat_s:
-                        last_out = now
-                        out_batch.append(Heartbeat())
-                    next_tick = now + self.tick_s
-                if not self.running or 0 < self.budget_wait_until <= now:
-                    self._schedule(now)  # e.g. the rate-limit or budget wait just ended
-                if not (self.pending or self.fallback or self.running):
-                    break
-                wake_at = next_tick
-                if deadline is not None and not past_deadline:
-                    wake_at = min(wake_at, deadline)
-                if self.fallback and not self.running:
-                    wake_at = min(wake_at, self.resume_at)
-                if self.budget_wait_until:
-                    wake_at = min(wake_at, self.budget_wait_until)
-                item = get(0.0) if len(out_batch) < _MAX_BATCH_EVENTS else None
-                if item is None:
-                    if out_batch:
-                        yield out_batch
-                        out_batch = []
-                        emit = out_batch.extend
-                        if wrote_chunks and flush_s:
-                            wrote_chunks = False
-                            written_at = monotonic()
-                            # Hold only while chunks come closer together than the interval
-                            # (or the last hold caught some): when they come farther apart,
-                            # each write carries one arrival anyway, and a hold would only
-                            # add a wake-up that finds nothing.
-                            if hold_paid or written_at - last_chunk_write < flush_s:
-                                hold_until = written_at + flush_s
-                            last_chunk_write = written_at
-                    # Within the hold, new chunks wait for the next write: the consumer
-                    # pauses, woken early only by a control item or a full channel (or its
-                    # own timers). After a quiet spell the hold is over, so the first chunk
-                    # goes out as soon as it comes.
-                    while hold_until:
-                        remaining = min(hold_until, wake_at) - monotonic()
-                        if remaining <= 0:
-                            break
-                        pause(remaining)
-                        item = get(0.0)
-                        if item is not None:
-                            hold_paid = True
-                            break
-                    if item is None:
-                        if hold_until and monotonic() >= hold_until:
-                            hold_until = 0.0
-                            hold_paid = False
-                        if not hold_until:
-                            item = get(max(0.0, wake_at - monotonic()))
-                now = monotonic()
-                if item is None:
-                    continue
-                if type(item) is list:
-                    # The hot path: a batch of one section's chunks.
-                    if interleaved:
-                        last_out = now
-                        emit(item)
-                        wrote_chunks = True
+                                wrote_chunks = True
                         continue
-                    for chunk in item:
-                        out = push(chunk)
+                    if item is _SHUT_DOWN:
+                        ended = self._stop_for_shutdown()
+                        for event in ended:
+                            self._record(event, started)
+                    else:
+                        ended = [self._on_control(item, now, started)]
+                        self._schedule(now)
+                    for event in ended:
+                        out = push(event)
                         if out:
                             last_out = now
                             emit(out)
-                            wrote_chunks = True
-                    continue
-                if item is _SHUT_DOWN:
-                    ended = self._stop_for_shutdown()
-                    for event in ended:
-                        self._record(event, started)
-                else:
-                    ended = [self._on_control(item, now, started)]
-                    self._schedule(now)
-                for event in ended:
-                    out = push(event)
-                    if out:
-                        last_out = now
-                        emit(out)
+                            self._note_ends(out)
+            except Exception as exc:  # a bug in the run loop: end the open sections and the run
+                logger.error(
+                    "run %s: the run loop failed (%s); its open sections end with 'internal'",
+                    self.request_id,
+                    type(exc).__name__,
+                )
+                logger.debug("%s", redacted_traceback(exc, self.secrets))
+                self._cancel_all()
+                out_batch = [*out_batch, *self._end_open_sections(push, started)]
             finished = True
             out_batch.append(
                 RunDone(
