@@ -48,10 +48,7 @@ for _path in (SCRIPTS, SCRIPTS.parent):
 
 from load_test.cli import main  # noqa: E402
 
-# scripts/measure_wakeups.py imports these two from this module.
-from tests.support.process import machine_busy, process_tree_cpu_s  # noqa: E402
-
-__all__ = ["machine_busy", "main", "process_tree_cpu_s"]
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -51,9 +51,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# The peers package sits beside this file; tests.support (the process helpers shared with the
+# tests and the load test) under the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-from load_test_streaming import machine_busy, process_tree_cpu_s
 from peers.base import Section, section_configs
 from peers.burst_upstream import BurstUpstream
 from peers.engine import EnginePeer
@@ -63,6 +65,7 @@ from peers.paced_upstream import PacedUpstream
 
 from backend_ai.streaming import RunOptions
 from backend_ai.streaming.sse import encode_event
+from tests.support.process import machine_busy, process_tree_cpu_s
 
 _CHUNK_FRAME = 'data: {"type":"chunk"'
 
