@@ -124,13 +124,13 @@ def _engine_level(peer: EnginePeer, configs: Any, k: int) -> Callable[[], int]:
 def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
     """Each chunk's delay in ms from its parse on the reader thread to its write.
 
-    Stamps arrivals by wrapping the engine's own SSE reader for this level only (a measurement
-    hook, not a public API), so the timed levels run the unmodified engine.
+    Stamps arrivals by wrapping the engine's chat parser (``parsers.ChatReader.read``) for
+    this level only, so the timed levels run the unmodified engine.
     """
-    from backend_ai.streaming import worker
+    from backend_ai.streaming import parsers
 
     arrived: dict[int, float] = {}
-    original = worker._SectionReader.read
+    original = parsers.ChatReader.read
 
     def stamped(reader: Any, received: bytes, batch: list[Any]) -> None:
         start = len(batch)
@@ -154,7 +154,7 @@ def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
         with lock:
             delays.extend(mine)
 
-    worker._SectionReader.read = stamped  # type: ignore[method-assign]
+    parsers.ChatReader.read = stamped  # type: ignore[method-assign]
     try:
         threads = [threading.Thread(target=user) for _ in range(k)]
         for thread in threads:
@@ -162,7 +162,7 @@ def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
         for thread in threads:
             thread.join()
     finally:
-        worker._SectionReader.read = original  # type: ignore[method-assign]
+        parsers.ChatReader.read = original  # type: ignore[method-assign]
     return delays
 
 

@@ -1,11 +1,11 @@
-"""Stream parsers for the upstream shapes beyond plain chat completions, and their requests.
+"""Stream parsers, one per upstream answer shape, and the requests of the shapes beyond chat.
 
 A section's worker feeds each network read of the upstream body to its parser's
 ``read(received, batch)`` and hands the chunks the read completed to the run with
 ``deliver(batch, state, channel)`` — or, when a connection's reader thread posts them itself,
-counts what the run took with ``accepted(batch, now)`` — the same calls as the
-chat-completions parser in ``worker.py``, which stays the default. This module adds:
+counts what the run took with ``accepted(batch, now)``. ``reader_for`` picks the parser:
 
+* ``ChatReader`` — plain chat completions, the default: each ``delta.content`` is a chunk.
 * ``ResponsesReader`` — OpenAI's Responses API (``POST /responses`` with ``stream: true``):
   ``response.output_text.delta`` events become the section's ``chunk`` events,
   ``response.completed`` ends it with its usage, and ``response.failed``, ``error`` and
@@ -13,9 +13,9 @@ chat-completions parser in ``worker.py``, which stays the default. This module a
 * ``ChatReasoningReader`` — chat completions from a reasoning model: ``reasoning_content``
   (or ``reasoning``) deltas become ``reasoning`` events, never part of the answer's text.
 
-Both read raw SSE lines and parse each payload with the C JSON scanner, as the default parser
-does, instead of the SDK's typed event objects: CPU per chunk is how many users a core can
-serve, and the typed path costs several times the raw one. The Responses reader also turns
+All read raw SSE lines and parse each payload with the C JSON scanner instead of the SDK's
+typed event objects: CPU per chunk is how many users a core can serve, and the typed path
+costs several times the raw one. The Responses reader also turns
 reasoning summary deltas into ``reasoning`` events.
 
 Answer chunks and reasoning chunks are numbered apart (``seq`` from 0 each), and only answer
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from backend_ai.streaming.section_state import SectionState
 
 __all__ = [
+    "ChatReader",
     "ChatReasoningReader",
     "ResponsesReader",
     "SectionCancelled",
@@ -60,7 +61,7 @@ _RESPONSES_REASONING_DELTAS = frozenset(
 
 
 class SectionReader(Protocol):
-    """What a section's worker needs of a stream parser (``worker._SectionReader`` is one)."""
+    """What a section's worker needs of a stream parser (every reader here is one)."""
 
     section: str
     seq: int
@@ -214,6 +215,49 @@ def _responses_usage(raw: Any) -> TokenUsage | None:
         return None
 
 
+def _chat_usage(raw: Any) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return TokenUsage(
+            prompt_tokens=_int(raw.get("prompt_tokens")),
+            completion_tokens=_int(raw.get("completion_tokens")),
+            total_tokens=_int(raw.get("total_tokens")),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+class ChatReader(_Reader):
+    """Parses plain chat completions, the default: each ``delta.content`` is one chunk."""
+
+    __slots__ = ()
+
+    def read(self, received: bytes, batch: list[Any]) -> None:
+        """Parse one network read into ``batch``; raise on a bad or error payload (the chunks
+        already in ``batch`` stay valid)."""
+        section = self.section
+        seq = self.seq + len(batch)
+        for data in self.parser.feed(received):
+            if data == b"[DONE]":
+                return
+            payload = decode_payload(data)
+            if payload.get("error"):
+                error = payload["error"]
+                detail = error.get("message") if isinstance(error, dict) else error
+                raise UpstreamStreamError(str(detail))
+            for choice in payload.get("choices") or ():
+                delta = choice.get("delta")
+                content = delta.get("content") if delta else None
+                if content:
+                    batch.append(ContentChunk(section, seq, content))
+                    seq += 1
+                if choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
+            if payload.get("usage"):
+                self.usage = _chat_usage(payload["usage"])
+
+
 class ChatReasoningReader(_Reader):
     """Parses chat completions whose deltas may carry reasoning (see the module docstring)."""
 
@@ -248,25 +292,17 @@ class ChatReasoningReader(_Reader):
                         seq += 1
                 if choice.get("finish_reason"):
                     self.finish_reason = choice["finish_reason"]
-            usage = payload.get("usage")
-            if isinstance(usage, dict):
-                try:
-                    self.usage = TokenUsage(
-                        prompt_tokens=_int(usage.get("prompt_tokens")),
-                        completion_tokens=_int(usage.get("completion_tokens")),
-                        total_tokens=_int(usage.get("total_tokens")),
-                    )
-                except (TypeError, ValueError):
-                    self.usage = None
+            if payload.get("usage"):
+                self.usage = _chat_usage(payload["usage"])
 
 
-def reader_for(config: StreamConfig, first_seq: int, started: float) -> SectionReader | None:
-    """The parser a section needs, or None for plain chat completions (the default parser)."""
+def reader_for(config: StreamConfig, first_seq: int, started: float) -> SectionReader:
+    """The parser a section's upstream answer needs."""
     if config.api == "responses":
         return ResponsesReader(config.section_name, first_seq, started)
     if config.reasoning_effort is not None:
         return ChatReasoningReader(config.section_name, first_seq, started)
-    return None
+    return ChatReader(config.section_name, first_seq, started)
 
 
 def responses_body(config: StreamConfig) -> dict[str, Any]:

@@ -12,10 +12,11 @@ errors for non-2xx answers). Then one of two paths reads the body:
 * **the plain path** — any other response (HTTP/1.1, a client that is not ours): the pool
   thread iterates the body itself and waits on a full channel.
 
-Both parse with the same ``_SectionReader`` and end the same way: exactly one end item —
-``SectionDone``, ``SectionError`` or ``RateLimited`` — so the consumer can count producers
-down and never waits for a section that died. Everything opened upstream is registered in the
-section's ``CancelScope``, so the consumer can cancel it from its own thread at any moment.
+Both parse with the same reader (``parsers.reader_for``) and end the same way: exactly one
+end item — ``SectionDone``, ``SectionError`` or ``RateLimited`` — so the consumer can count
+producers down and never waits for a section that died. Everything opened upstream is
+registered in the section's ``CancelScope``, so the consumer can cancel it from its own thread
+at any moment.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import Any, cast
 import httpx2
 import openai
 
-from backend_ai.errors import UpstreamStreamError
 from backend_ai.streaming.channel import RunChannel
 from backend_ai.streaming.config import RunOptions, StreamConfig
 from backend_ai.streaming.events import (
@@ -40,13 +40,12 @@ from backend_ai.streaming.events import (
     SectionDone,
     SectionError,
     SectionStarted,
-    TokenUsage,
 )
 from backend_ai.streaming.http2 import Http2Stream
 from backend_ai.streaming.parsers import (
+    SectionCancelled,
     SectionReader,
     add_chat_reasoning,
-    decode_payload,
     reader_for,
     responses_body,
 )
@@ -54,7 +53,6 @@ from backend_ai.streaming.rate_limit import retry_wait_s
 from backend_ai.streaming.section_state import SectionState
 from backend_ai.streaming.transport import UPSTREAM_STREAM, shutdown_response
 from backend_ai.streaming.upstream import (
-    SSEDataParser,
     redacted_traceback,
     safe_message,
     translate_exception,
@@ -120,89 +118,6 @@ def _open_stream(
         httpx2.Response,
         client.post(path, cast_to=response_type, body=body, stream=True),
     )
-
-
-def _usage(raw: Any) -> TokenUsage | None:
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return TokenUsage(
-            prompt_tokens=int(raw.get("prompt_tokens") or 0),
-            completion_tokens=int(raw.get("completion_tokens") or 0),
-            total_tokens=int(raw.get("total_tokens") or 0),
-        )
-    except (TypeError, ValueError):
-        return None
-
-
-class _SectionReader:
-    """Turns one section's raw upstream bytes into its chunks, keeping the section's counters.
-
-    ``seq`` and ``chars`` count only chunks the channel accepted: a section's end item must
-    never claim chunks its consumer did not get.
-    """
-
-    __slots__ = (
-        "chars",
-        "finish_reason",
-        "parser",
-        "section",
-        "seq",
-        "started",
-        "ttft_ms",
-        "usage",
-    )
-
-    def __init__(self, section: str, first_seq: int, started: float) -> None:
-        self.section = section
-        self.parser = SSEDataParser()
-        self.seq = first_seq
-        self.chars = 0
-        self.finish_reason: str | None = None
-        self.usage: TokenUsage | None = None
-        self.started = started
-        self.ttft_ms: float | None = None
-
-    def read(self, received: bytes, batch: list[ContentChunk]) -> None:
-        """Parse one network read into ``batch``; raise on a bad or error payload (the chunks
-        already in ``batch`` stay valid)."""
-        section = self.section
-        seq = self.seq + len(batch)
-        for data in self.parser.feed(received):
-            if data == b"[DONE]":
-                return
-            payload = decode_payload(data)
-            if payload.get("error"):
-                error = payload["error"]
-                detail = error.get("message") if isinstance(error, dict) else error
-                raise UpstreamStreamError(str(detail))
-            for choice in payload.get("choices") or ():
-                delta = choice.get("delta")
-                content = delta.get("content") if delta else None
-                if content:
-                    batch.append(ContentChunk(section, seq, content))
-                    seq += 1
-                if choice.get("finish_reason"):
-                    self.finish_reason = choice["finish_reason"]
-            if payload.get("usage"):
-                self.usage = _usage(payload["usage"])
-
-    def deliver(self, batch: list[ContentChunk], state: SectionState, channel: RunChannel) -> None:
-        """Hand a read's chunks to the consumer; raise ``_Cancelled`` if the section was stopped."""
-        now = time.monotonic()
-        state.last_activity = now
-        if not batch:
-            return
-        if not channel.put_chunks(batch, state):
-            raise _Cancelled
-        self.accepted(batch, now)
-
-    def accepted(self, batch: list[ContentChunk], now: float) -> None:
-        """Count a batch the channel took."""
-        if self.ttft_ms is None:
-            self.ttft_ms = (now - self.started) * 1000
-        self.seq += len(batch)
-        self.chars += sum(len(chunk.content) for chunk in batch)
 
 
 class _SectionSink:
@@ -345,13 +260,11 @@ def run_section(
     scope = state.scope
     started = time.monotonic()
     state.last_activity = started
-    reader: SectionReader = reader_for(config, state.chunks, started) or _SectionReader(
-        config.section_name, state.chunks, started
-    )
+    reader: SectionReader = reader_for(config, state.chunks, started)
     end: object = None
     try:
         if scope.cancelled:
-            raise _Cancelled
+            raise SectionCancelled
         if not state.announced:
             state.announced = True
             channel.put_control(SectionStarted(section=config.section_name, model=config.model))
@@ -408,10 +321,6 @@ def _end_of_stream(reader: SectionReader, started: float) -> SectionDone | Secti
         chunks=reader.seq,
         usage=reader.usage,
     )
-
-
-class _Cancelled(Exception):
-    """The section was cancelled before or while it ran."""
 
 
 def _end_for_failure(
