@@ -67,7 +67,7 @@ class SectionExecutor:
         workers = max_workers_from_env() if max_workers is None else max_workers
         _check_max_workers(workers)
         self.max_workers = workers
-        self._pool = ThreadPoolExecutor(
+        self._threads = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="backend-ai-section"
         )
         self._closed = False
@@ -75,12 +75,12 @@ class SectionExecutor:
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         if self._closed:
             raise LifecycleError("cannot run sections after the executor was shut down")
-        return self._pool.submit(fn, *args)
+        return self._threads.submit(fn, *args)
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop taking work; safe to call twice. Running sections finish (or are cancelled)."""
         self._closed = True
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._threads.shutdown(wait=wait, cancel_futures=True)
 
     @property
     def closed(self) -> bool:

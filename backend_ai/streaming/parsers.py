@@ -228,6 +228,16 @@ def _chat_usage(raw: Any) -> TokenUsage | None:
         return None
 
 
+def _chat_payload(data: bytes) -> dict[str, Any]:
+    """One chat-completions payload; an ``error`` object sent mid-stream raises."""
+    payload = decode_payload(data)
+    error = payload.get("error")
+    if error:
+        detail = error.get("message") if isinstance(error, dict) else error
+        raise UpstreamStreamError(str(detail))
+    return payload
+
+
 class ChatReader(_Reader):
     """Parses plain chat completions, the default: each ``delta.content`` is one chunk."""
 
@@ -241,11 +251,7 @@ class ChatReader(_Reader):
         for data in self.parser.feed(received):
             if data == b"[DONE]":
                 return
-            payload = decode_payload(data)
-            if payload.get("error"):
-                error = payload["error"]
-                detail = error.get("message") if isinstance(error, dict) else error
-                raise UpstreamStreamError(str(detail))
+            payload = _chat_payload(data)
             for choice in payload.get("choices") or ():
                 delta = choice.get("delta")
                 content = delta.get("content") if delta else None
@@ -270,11 +276,7 @@ class ChatReasoningReader(_Reader):
         for data in self.parser.feed(received):
             if data == b"[DONE]":
                 return
-            payload = decode_payload(data)
-            if payload.get("error"):
-                error = payload["error"]
-                detail = error.get("message") if isinstance(error, dict) else error
-                raise UpstreamStreamError(str(detail))
+            payload = _chat_payload(data)
             for choice in payload.get("choices") or ():
                 delta = choice.get("delta")
                 if delta:
