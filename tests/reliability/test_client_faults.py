@@ -7,9 +7,10 @@ gunicorn worker from ``/proc``: threads, descriptors, sockets, TCP connections a
 within a small bound of their baseline, and the simulator accounts for every stream it started
 (completed, faulted, or closed by the client).
 
-The pool threads of the engine (``backend-ai-section-*``) and of gthread persist by design; the
-check is that they are idle (nothing open upstream, nothing open downstream) and that their
-number stops growing once the pools are warm.
+The pool threads of the engine (``backend-ai-section-*``) and of gthread persist by design, and
+both pools add threads on demand, up to their caps, whenever a round happens to overlap more
+work than any round before it. So before a leak check the test grows both pools to their caps
+(``fill_pools``): from then on a pool cannot add a thread, and any thread more is a leak.
 """
 
 from __future__ import annotations
@@ -125,16 +126,40 @@ def wait_settled(
     return stats
 
 
-def assert_no_growth(
-    before: ProcSample, after: ProcSample, *, rss_kb: int, threads: int = 8
-) -> None:
-    """Nothing the worker holds grew beyond a small bound once its pools were warm.
+def fill_pools(service: Service) -> None:
+    """Grow gthread's pool and the engine's section pool to their caps, once.
 
-    Both thread pools are bounded (``THREADS``, ``MAX_WORKERS``) but grow on demand, so a
-    round that peaks a little higher than the one before adds a few threads: ``threads`` is
-    that slack, far below the one-per-request growth of a leak.
+    ``THREADS`` requests at once occupy every gthread thread; their sections (three each) wait
+    for response headers the simulator holds back, so ``MAX_WORKERS`` of them occupy every
+    section thread at the same time. A ``ThreadPoolExecutor`` starts a thread for a task only
+    while it has no idle one and is under its cap, so afterwards neither pool can grow.
     """
-    assert after.threads <= before.threads + threads, (before, after)
+    case = ROUTES["dream"]
+    body = {**case.body, "sim": {"header_delay_ms": 400, "ttft_ms": 0, "itl_ms": 1, "tokens": 3}}
+    assert THREADS * 3 >= MAX_WORKERS, "too few sections to fill the section pool"
+    gate = threading.Barrier(THREADS)
+
+    def one(_: int) -> None:
+        gate.wait(timeout=30)
+        with httpx.Client(timeout=30.0) as http:
+            post_stream(http, service.url, case.path, body)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(one, range(THREADS)))
+
+
+#: Threads the worker may add after ``fill_pools`` without a leak: a connection reader for a
+#: second upstream connection while the first one drains after a GOAWAY.
+READER_SLACK = 2
+
+
+def assert_no_growth(before: ProcSample, after: ProcSample, *, rss_kb: int) -> None:
+    """Nothing the worker holds grew beyond a small bound since ``before``.
+
+    Call ``fill_pools`` before ``before`` is sampled: then the pools are at their caps and the
+    thread count may grow only by ``READER_SLACK``.
+    """
+    assert after.threads <= before.threads + READER_SLACK, (before, after)
     assert after.threads <= THREADS + MAX_WORKERS + 10, after
     assert after.fds <= before.fds + 4, (before, after)
     assert after.sockets <= before.sockets + 2, (before, after)
@@ -240,8 +265,9 @@ def test_a_thousand_disconnects_in_a_row_leak_nothing(
             client.close(reset=i % 2 == 0)
 
     probe = service.probe()
+    fill_pools(service)
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(disconnect, range(200)))  # warm the pools and the allocator
+        list(pool.map(disconnect, range(200)))  # warm the allocator
         wait_settled(service, simulator)
         simulator.reset()
         before = probe.sample()
@@ -361,11 +387,10 @@ def test_many_clients_at_once_get_their_streams_and_leave_nothing(
             with lock:
                 failures.append(f"client {i} ({case.name}): {exc!r}")
 
+    fill_pools(service)
+    wait_settled(service, simulator)
     samples = []
-    # The first rounds grow the pools to this load, the last must not. Sections hold a pool
-    # thread only while their request is set up (HTTP/2 streams are then fed by the
-    # connection's reader), so how many threads a round needs varies with timing: two rounds
-    # to warm up.
+    # Two rounds warm the allocator; the last must not grow anything.
     for _ in range(3):
         with ThreadPoolExecutor(CLIENTS) as pool:
             list(pool.map(client, range(CLIENTS)))
@@ -373,5 +398,5 @@ def test_many_clients_at_once_get_their_streams_and_leave_nothing(
         wait_settled(service, simulator, timeout=15.0)
         samples.append(probe.sample())
     warm, after = samples[-2:]
-    assert_no_growth(warm, after, rss_kb=20_000, threads=CLIENTS // 3)
+    assert_no_growth(warm, after, rss_kb=20_000)
     figures("many_clients", clients=CLIENTS, rounds=3, warm=warm.as_dict(), after=after.as_dict())
