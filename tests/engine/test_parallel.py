@@ -42,10 +42,16 @@ def test_parallel_wall_time_is_the_slowest_section_not_the_sum(n, manager, simul
         wall, events = _wall(manager, [config])
         assert_well_formed(events, [config.section_name])
         alone.append(wall)
-    parallel, events = _wall(manager, configs)
-
-    done = assert_well_formed(events, [c.section_name for c in configs])
-    assert set(done.completed) == {c.section_name for c in configs}
+    # A busy machine only ever slows a run down: the fastest of three parallel runs is the
+    # closest to the engine's own cost, so a neighbour taking the CPU during one run cannot
+    # fail the ratio, while an engine that is not parallel fails all three.
+    walls = []
+    for _ in range(3):
+        wall, events = _wall(manager, configs)
+        done = assert_well_formed(events, [c.section_name for c in configs])
+        assert set(done.completed) == {c.section_name for c in configs}
+        walls.append(wall)
+    parallel = min(walls)
     total, slowest = sum(alone), max(alone)
     assert parallel < 0.5 * total, f"parallel {parallel:.3f}s vs sequential sum {total:.3f}s"
     assert parallel / slowest < 1.5, f"parallel {parallel:.3f}s vs slowest {slowest:.3f}s"
