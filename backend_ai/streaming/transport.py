@@ -130,6 +130,8 @@ class UpstreamTransport(httpx2.BaseTransport):
         register_cancel(pending.cancel)
         if not self._speaks_http2(origin):
             return self._http11_request(request, origin, timeouts, pending)
+        # The body is held whole: a refused stream is sent again on another connection,
+        # which needs the same bytes, and the SDK's JSON bodies are bytes already.
         body = request.read()
         headers = _request_headers(request, origin)
         for attempt in range(_ATTEMPTS):
