@@ -6,6 +6,7 @@ time to first token, wall time against the sum of the sections), never as absolu
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,21 @@ def test_several_workers_share_one_history(
 
     wait_until(all_saved, 5.0, "every reading in the shared history")
     http.close()
+
+
+def test_each_worker_freezes_its_start_up_objects(start_service: StartService) -> None:
+    """Full garbage collections then skip what the worker built at start-up (the module
+    docstring of ``gunicorn_conf`` says why: those scans were the long pauses)."""
+    server = start_service(workers=2)
+    line = re.compile(r"worker (\d+): (\d+) start-up objects frozen")
+
+    def frozen() -> dict[int, int]:
+        found = (line.search(text) for text in list(server.log_lines))
+        return {int(m[1]): int(m[2]) for m in found if m}
+
+    wait_until(lambda: set(frozen()) == set(server.worker_pids), 10.0, "every worker froze")
+    # Flask, the SDK's models, the app: far more than this, in each worker.
+    assert min(frozen().values()) > 20_000, frozen()
 
 
 def test_root_gunicorn_conf_is_the_packaged_one() -> None:
