@@ -645,6 +645,9 @@ class _Run:
                     len(not_done),
                     _CANCEL_GRACE_S,
                 )
+        # Each future's done-callback refers back to this run: dropping the futures lets
+        # reference counting free the run now instead of a full garbage collection later.
+        self.running.clear()
 
 
 def create_parallel_stream(

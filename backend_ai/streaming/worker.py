@@ -148,7 +148,9 @@ class _SectionSink:
         self._channel = channel
         self._options = options
         self._secrets = secrets
-        self._response = response
+        self._response: httpx2.Response | None = response
+        #: Both are let go when the section ends: the stream refers to this sink, so keeping
+        #: them would leave a reference cycle for the garbage collector's slow full pass.
         self._stream: Http2Stream | None = None
         self._pending: list[ContentChunk] = []
         self._pending_bytes = 0
@@ -244,8 +246,9 @@ class _SectionSink:
         state.chunks = reader.seq
         self._channel.put_control(end)
         state.scope.close()
-        if stop_upstream or error is not None:
-            self._response.close()
+        response, self._response, self._stream = self._response, None, None
+        if response is not None and (stop_upstream or error is not None):
+            response.close()
 
 
 def run_section(
