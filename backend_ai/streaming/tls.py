@@ -77,6 +77,7 @@ class TLSStream:
         self._outbound: deque[bytes] = deque()  # records to send, in order; under _ssl_lock
         self._buffered = b""  # decrypted by ``has_data_or_eof``, not yet returned by ``recv``
         self._eof = False
+        self._shut_down = False
         self._send_error: OSError | None = None
 
     @classmethod
@@ -144,7 +145,12 @@ class TLSStream:
                 self._send_queued(wait=False)
             if data is not None:
                 return data
-            raw = self._sock.recv(_RAW_READ)
+            try:
+                raw = self._sock.recv(_RAW_READ)
+            except OSError:
+                if not self._shut_down:
+                    raise
+                raw = b""  # shut down here: the peer's reset that may follow changes nothing
             with self._ssl_lock:
                 if raw:
                     self._incoming.write(raw)
@@ -299,6 +305,8 @@ class TLSStream:
     def shutdown(self, how: int, /) -> None:
         """Shut the raw socket down (no ``close_notify``): a thread blocked in ``recv`` wakes
         and reads the end of the stream."""
+        if how != socket.SHUT_WR:
+            self._shut_down = True
         self._sock.shutdown(how)
 
     def close(self) -> None:
