@@ -20,7 +20,14 @@ from collections.abc import Callable, Iterator
 import httpx2
 import pytest
 import trustme
-from http11_server import WATCHDOG_S, LoopbackServer, receive_request, respond, wait_for_eof
+from http11_server import (
+    WATCHDOG_S,
+    LoopbackServer,
+    hang_up,
+    receive_request,
+    respond,
+    wait_for_eof,
+)
 from tls_servers import client_context, echo, server_context, tls_server
 
 from backend_ai.streaming.http11 import HTTP11Connection
@@ -291,20 +298,21 @@ def test_the_connect_timeout_bounds_the_whole_handshake_not_each_read(
 
     def trickle(sock: socket.socket) -> None:
         record = b"\x16\x03\x03\x40\x00" + bytes(0x4000)  # a 16 KiB handshake record
-        deadline = time.monotonic() + WATCHDOG_S
+        give_up = time.monotonic() + 6 * timeout_s
         with contextlib.suppress(OSError):
             sock.recv(65536)  # the ClientHello
             for byte in record:
                 sock.sendall(bytes([byte]))
-                if time.monotonic() > deadline:
-                    return  # then the client reads an end, which is no timeout
-                readable, _, _ = select.select([sock], [], [], 0.05)
-                if readable:
-                    return  # the client gave up and closed
+                readable, _, _ = select.select([sock], [], [], timeout_s / 10)
+                if readable or time.monotonic() > give_up:
+                    break  # the client gave up and closed, or never will
+        hang_up(sock)  # a client still waiting reads an end: a connect error, no timeout
+
+    timeout_s = 0.5
 
     server = servers(LoopbackServer(trickle))
     with pytest.raises(httpx2.ConnectTimeout):
-        _open(server.port, ssl.create_default_context(), timeout_s=0.5)
+        _open(server.port, ssl.create_default_context(), timeout_s=timeout_s)
 
 
 def test_a_certificate_from_an_unknown_ca_is_a_connect_error(
