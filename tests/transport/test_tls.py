@@ -31,7 +31,13 @@ from http11_server import (
 from tls_servers import client_context, echo, server_context, tls_server
 
 from backend_ai.streaming.http11 import HTTP11Connection
-from backend_ai.streaming.sockets import Origin, open_socket, tls_context
+from backend_ai.streaming.sockets import (
+    ConnectedSocket,
+    OpenedSocket,
+    Origin,
+    open_socket,
+    tls_context,
+)
 from backend_ai.streaming.tls import TLSStream
 
 pytestmark = pytest.mark.timeout(60)
@@ -63,6 +69,18 @@ def _connect(server: LoopbackServer, context: ssl.SSLContext) -> TLSStream:
     stream = TLSStream.connect(raw, context, server_hostname="127.0.0.1", timeout_s=WATCHDOG_S)
     stream.settimeout(WATCHDOG_S)
     return stream
+
+
+def _open(
+    port: int, context: ssl.SSLContext, *, http2: bool = True, timeout_s: float = 5.0
+) -> OpenedSocket:
+    return open_socket(
+        Origin("https", "127.0.0.1", port),
+        ssl_context=tls_context(context, http2=http2),
+        http2=http2,
+        http2_prior_knowledge=False,
+        timeout_s=timeout_s,
+    )
 
 
 def _wait_readable(stream: TLSStream) -> None:
@@ -109,12 +127,12 @@ def _payload(writer: int, seq: int, size: int) -> bytes:
     return random.Random(writer * 1_000_003 + seq).randbytes(size)
 
 
-def _write_frames(stream: TLSStream, writer: int, sizes: list[int]) -> None:
+def _write_frames(stream: ConnectedSocket, writer: int, sizes: list[int]) -> None:
     for seq, size in enumerate(sizes):
         stream.sendall(_HEADER.pack(writer, seq, size) + _payload(writer, seq, size))
 
 
-def _read_frames(stream: TLSStream, expected: dict[int, list[int]]) -> int:
+def _read_frames(stream: ConnectedSocket, expected: dict[int, list[int]]) -> int:
     """Read echoed frames until every writer's last one came back, checking each payload
     and each writer's order; the number of bytes read."""
     buffer = bytearray()
@@ -171,18 +189,26 @@ def test_a_reader_blocked_in_recv_never_stops_writers_and_megabytes_come_back_in
 def test_session_tickets_arriving_while_the_client_writes_at_once_break_nothing(
     ca: trustme.CA, servers: Callable[[LoopbackServer], LoopbackServer]
 ) -> None:
-    """The server sends several TLS 1.3 session tickets right after the handshake; the
-    client's reader takes them in while its writer is already sending, on many connections."""
-    server = servers(tls_server(server_context(ca, num_tickets=8), echo))
+    """The server sends TLS 1.3 session tickets right after the handshake; on each of many
+    connections from ``open_socket`` the client's reader takes them in while its writer is
+    already sending (in small writes, as an HTTP/2 connection's frames go out).
+
+    Over an ``ssl.SSLSocket`` shared by the two threads (what ``open_socket`` returned before
+    the TLS stream) this fails on this machine's Python 3.11.7 with OpenSSL 3.0 within the
+    first few connections: bad record MAC alerts, "internal error", echoed bytes that differ,
+    at times a segmentation fault.
+    """
+    server = servers(tls_server(server_context(ca, num_tickets=16), echo))
     context = client_context(ca)
-    expected = _frame_sizes(writers=1, total=256 * 1024)
+    expected = {0: [1024] * 256}
     for _ in range(20):
-        stream = _connect(server, context)
-        reader = _Thread(lambda stream=stream: _read_frames(stream, expected))
+        sock = _open(server.port, context).sock
+        sock.settimeout(WATCHDOG_S)
+        reader = _Thread(lambda sock=sock: _read_frames(sock, expected))
         reader.start()
-        _write_frames(stream, 0, expected[0])
+        _write_frames(sock, 0, expected[0])
         assert reader.outcome() == sum(expected[0]) + len(expected[0]) * _HEADER.size
-        stream.close()
+        sock.close()
     assert server.accepted == 20
 
 
@@ -272,16 +298,6 @@ def test_a_timed_out_read_raises_timeout_error_and_the_stream_goes_on(
 
 
 # -- opening a connection ----------------------------------------------------------------------
-def _open(port: int, context: ssl.SSLContext, *, http2: bool = True, timeout_s: float = 5.0):
-    return open_socket(
-        Origin("https", "127.0.0.1", port),
-        ssl_context=tls_context(context, http2=http2),
-        http2=http2,
-        http2_prior_knowledge=False,
-        timeout_s=timeout_s,
-    )
-
-
 def test_a_server_that_never_speaks_tls_is_a_connect_timeout(
     servers: Callable[[LoopbackServer], LoopbackServer],
 ) -> None:
@@ -349,7 +365,6 @@ def test_alpn_decides_between_h2_and_http11(
 ) -> None:
     server = servers(tls_server(server_context(ca, alpn=server_alpn), echo))
     opened = _open(server.port, client_context(ca), http2=client_http2)
-    assert isinstance(opened.sock, TLSStream)
     assert opened.sock.selected_alpn_protocol() == ("h2" if speaks_http2 else "http/1.1")
     assert opened.http2 is speaks_http2
     assert opened.sock.gettimeout() is None  # the reader waits as long as the connection lives
