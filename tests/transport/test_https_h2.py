@@ -20,6 +20,7 @@ from tls_servers import client_context, h2_echo, server_context, tls_server
 from backend_ai.streaming import PoolSettings, build_http_client
 
 pytestmark = pytest.mark.timeout(120)
+ROUNDS = 20
 
 
 @pytest.fixture
@@ -64,3 +65,32 @@ def test_many_concurrent_streams_over_one_tls_connection_are_byte_exact(
         assert version == "HTTP/2"
         assert content == f"/echo/{index}\n".encode() + _body(index), f"request {index}"
     assert h2_server.accepted == 1
+
+
+def test_new_connections_stream_at_once_while_session_tickets_arrive(ca: trustme.CA) -> None:
+    """Each round a new client's first requests go out on a connection whose reader may be
+    taking in the server's TLS 1.3 session tickets at that very moment.
+
+    This pins the behaviour through the whole client; it does not reliably fail over a shared
+    ``SSLSocket`` (the race is narrow at this size). ``test_tls.py``'s session-ticket test,
+    with many small writes, does.
+    """
+    server = tls_server(server_context(ca, num_tickets=16), h2_echo)
+    base = f"https://127.0.0.1:{server.port}"
+    try:
+        for _ in range(ROUNDS):
+            with build_http_client(
+                PoolSettings(timeout_s=WATCHDOG_S), verify=client_context(ca)
+            ) as client:
+
+                def exchange(index: int) -> bytes:
+                    return client.post(f"{base}/echo/{index}", content=_body(index)).content
+
+                with ThreadPoolExecutor(max_workers=8, thread_name_prefix="request") as pool:
+                    results = list(pool.map(exchange, range(8)))
+            for index, content in enumerate(results):
+                assert content == f"/echo/{index}\n".encode() + _body(index), f"request {index}"
+    finally:
+        server.close()
+    assert not server.errors, server.errors
+    assert server.accepted == ROUNDS
