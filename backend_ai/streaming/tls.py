@@ -36,6 +36,7 @@ The rules it keeps:
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -106,6 +107,11 @@ class TLSStream:
                 done = True
             except ssl.SSLWantReadError:
                 done = False
+            except ssl.SSLError:
+                if outgoing.pending:  # the alert that tells the server why
+                    with contextlib.suppress(OSError):
+                        sock.sendall(outgoing.read())
+                raise
             if outgoing.pending:
                 stream._set_remaining(deadline)
                 sock.sendall(outgoing.read())
