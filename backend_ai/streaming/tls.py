@@ -73,7 +73,7 @@ class TLSStream:
         self._incoming = incoming
         self._outgoing = outgoing
         self._ssl_lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one ``sendall`` at a time: its bytes stay together
+        self._sendall_lock = threading.Lock()  # one ``sendall`` at a time: its bytes stay together
         self._send_lock = threading.Lock()
         self._outbound: deque[bytes] = deque()  # records to send, in order; under _ssl_lock
         self._buffered = b""  # decrypted by ``has_data_or_eof``, not yet returned by ``recv``
@@ -234,7 +234,7 @@ class TLSStream:
         is broken (part of a record may be out) and later sends fail too.
         """
         view = memoryview(data).cast("B")
-        with self._write_lock:
+        with self._sendall_lock:
             while view:
                 step, view = view[:_WRITE_STEP], view[_WRITE_STEP:]
                 with self._ssl_lock:
