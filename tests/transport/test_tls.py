@@ -194,9 +194,9 @@ def test_session_tickets_arriving_while_the_client_writes_at_once_break_nothing(
     already sending (in small writes, as an HTTP/2 connection's frames go out).
 
     Over an ``ssl.SSLSocket`` shared by the two threads (what ``open_socket`` returned before
-    the TLS stream) this fails on this machine's Python 3.11.7 with OpenSSL 3.0 within the
-    first few connections: bad record MAC alerts, "internal error", echoed bytes that differ,
-    at times a segmentation fault.
+    the TLS stream) this fails with Python 3.11.7 and OpenSSL 3.0 within the first few
+    connections: the server receives corrupted records and breaks the connection off, so the
+    writer's ``sendall`` fails; at times the process dies with a segmentation fault.
     """
     server = servers(tls_server(server_context(ca, num_tickets=16), echo))
     context = client_context(ca)
