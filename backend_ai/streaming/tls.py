@@ -173,8 +173,9 @@ class TLSStream:
         except ssl.SSLWantReadError:
             return None
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            # The peer closed TCP without ``close_notify``: an end, as the module docstring
-            # says. The alert OpenSSL queued about it is not sent to a closed connection.
+            # TCP closed without ``close_notify`` (``SSLEOFError``): an end, as the module
+            # docstring says. The alert OpenSSL queued about it is not sent to a closed
+            # connection.
             self._eof = True
             self._outgoing.read()
             return b""
@@ -293,11 +294,6 @@ class TLSStream:
     def selected_alpn_protocol(self) -> str | None:
         with self._ssl_lock:
             return self._ssl.selected_alpn_protocol()
-
-    def version(self) -> str | None:
-        """The TLS version agreed on (``"TLSv1.3"``)."""
-        with self._ssl_lock:
-            return self._ssl.version()
 
     def settimeout(self, value: float | None, /) -> None:
         self._sock.settimeout(value)
