@@ -42,7 +42,6 @@ import contextlib
 import enum
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +51,8 @@ import h11
 import httpx2
 
 from backend_ai.streaming.cancel import register_cancel
+from backend_ai.streaming.sockets import ConnectedSocket
+from backend_ai.streaming.tls import TLSStream
 
 __all__ = [
     "ConnectionNotAvailable",
@@ -132,7 +133,7 @@ class HTTP11Connection:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: ConnectedSocket,
         origin: OriginLike,
         *,
         keepalive_expiry: float | None = None,
@@ -179,34 +180,21 @@ class HTTP11Connection:
         """True when this idle connection must not carry a request: it is closed, or the server
         closed it (or sent bytes nobody asked for) while it waited in the pool.
 
-        An idle HTTP/1.1 socket has nothing to read, so "readable" means end-of-file or garbage.
-        One ``poll`` with a zero timeout; a TLS socket is then read without blocking, because
-        what made it readable may be a session ticket, which is no reason to drop it.
+        An idle HTTP/1.1 connection has nothing to read, so "readable" means end-of-file or
+        garbage. A plain socket is polled once with a zero timeout. A TLS stream is read
+        without waiting, because what made it readable may be a session ticket, which is no
+        reason to drop it; application data read by that check would be the start of a
+        response nobody asked for, so it makes the connection stale too.
         """
         with self._lock:
             if self._state is not _State.IDLE:
                 return self._state is _State.CLOSED
             try:
-                if not _readable_now(self._sock):
-                    return False
-                if not isinstance(self._sock, ssl.SSLSocket):
-                    return True
-                return self._tls_has_data_or_eof()
+                if isinstance(self._sock, TLSStream):
+                    return self._sock.has_data_or_eof()
+                return _readable_now(self._sock)
             except (OSError, ValueError):
                 return True
-
-    def _tls_has_data_or_eof(self) -> bool:
-        previous = self._sock.gettimeout()
-        self._sock.settimeout(0)
-        try:
-            self._sock.recv(1)
-        except ssl.SSLWantReadError:
-            return False  # only TLS housekeeping records: nothing for the application
-        except OSError:
-            return True
-        finally:
-            self._sock.settimeout(previous)
-        return True  # end-of-file or application data nobody asked for
 
     def close(self) -> None:
         """Close the socket; safe to call twice and from any thread.
@@ -425,10 +413,10 @@ class HTTP11Connection:
             self._shutdown_locked()
 
     def _shutdown_locked(self) -> None:
-        # ``socket.socket.shutdown`` on a TLS socket too: ``SSLSocket.shutdown`` also drops its
-        # TLS state, which the thread blocked in a read may be using at this very moment.
+        # A shutdown of the raw socket, also under TLS: it wakes the thread blocked in a read,
+        # which sees the end of the stream.
         with contextlib.suppress(OSError):
-            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def _body_ends_without_waiting(self, request: httpx2.Request) -> bool:
         """Whether the rest of a body closed early is already here (up to a small limit).
@@ -562,7 +550,7 @@ class IdleConnections:
                 self._on_close(connection)
 
 
-def _readable_now(sock: socket.socket) -> bool:
+def _readable_now(sock: ConnectedSocket) -> bool:
     """Whether ``sock`` has something to read (data or end-of-file), without waiting."""
     if hasattr(select, "poll"):  # ``select.select`` cannot watch descriptors above 1023
         poller = select.poll()

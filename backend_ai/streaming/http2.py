@@ -48,6 +48,8 @@ import h2.exceptions
 import h2.settings
 import httpx2
 
+from backend_ai.streaming.sockets import ConnectedSocket
+
 __all__ = [
     "ConnectionLimits",
     "Http2Connection",
@@ -352,7 +354,7 @@ class Http2Connection:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: ConnectedSocket,
         *,
         authority: bytes,
         scheme: bytes,

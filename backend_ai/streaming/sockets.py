@@ -3,6 +3,10 @@
 The protocol is decided here, once per connection, from what the two sides agreed: over TLS
 the server's ALPN answer (``h2`` or ``http/1.1``); over cleartext ``http://`` HTTP/2 only with
 prior knowledge (h2c), since there is nothing to negotiate with.
+
+A TLS connection is a ``TLSStream`` (``backend_ai.streaming.tls``), never an ``ssl.SSLSocket``:
+an HTTP/2 connection reads on one thread while others write, which an ``SSLSocket`` does not
+allow. Connections take either kind through the small ``ConnectedSocket`` protocol.
 """
 
 from __future__ import annotations
@@ -10,10 +14,35 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx2
 
-__all__ = ["OpenedSocket", "Origin", "open_socket", "tls_context"]
+from backend_ai.streaming.tls import TLSStream
+
+__all__ = ["ConnectedSocket", "OpenedSocket", "Origin", "open_socket", "tls_context"]
+
+
+class ConnectedSocket(Protocol):
+    """What a connection uses of its socket: a plain ``socket.socket`` or a ``TLSStream``.
+
+    ``shutdown`` wakes a thread blocked in ``recv`` (it reads the end of the stream); a timeout
+    set with ``settimeout`` raises ``TimeoutError`` from ``recv`` and ``sendall``.
+    """
+
+    def recv(self, bufsize: int, /) -> bytes: ...
+
+    def sendall(self, data: bytes, /) -> None: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def close(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def settimeout(self, value: float | None, /) -> None: ...
+
+    def gettimeout(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +67,7 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class OpenedSocket:
-    sock: socket.socket
+    sock: ConnectedSocket
     http2: bool
 
 
@@ -66,7 +95,7 @@ def open_socket(
         sock.settimeout(None)
         return OpenedSocket(sock, http2=http2 and http2_prior_knowledge)
     try:
-        tls = ssl_context.wrap_socket(sock, server_hostname=origin.host)
+        tls = TLSStream.connect(sock, ssl_context, server_hostname=origin.host, timeout_s=timeout_s)
     except TimeoutError as exc:
         sock.close()
         raise httpx2.ConnectTimeout(f"TLS handshake with {origin.host} timed out") from exc
@@ -79,7 +108,11 @@ def open_socket(
 
 def tls_context(verify: ssl.SSLContext | str | bool, *, http2: bool) -> ssl.SSLContext:
     """The client TLS context: the caller's, a CA file's, the system's, or no verification;
-    it offers ``h2`` in ALPN when HTTP/2 is on, ``http/1.1`` always."""
+    it offers ``h2`` in ALPN when HTTP/2 is on, ``http/1.1`` always.
+
+    Renegotiation is refused: in the middle of one a write would have to wait for the
+    server's answer, which ``TLSStream`` does not do, and HTTP/2 forbids it anyway.
+    """
     if isinstance(verify, ssl.SSLContext):
         context = verify
     elif isinstance(verify, str):
@@ -91,4 +124,5 @@ def tls_context(verify: ssl.SSLContext | str | bool, *, http2: bool) -> ssl.SSLC
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    context.options |= ssl.OP_NO_RENEGOTIATION
     return context

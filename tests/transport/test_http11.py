@@ -37,6 +37,8 @@ from backend_ai.streaming.http11 import (
     HTTP11Connection,
     IdleConnections,
 )
+from backend_ai.streaming.sockets import ConnectedSocket
+from backend_ai.streaming.tls import TLSStream
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,9 +66,12 @@ class _TinyPool(httpx2.BaseTransport):
         kept = self.idle.take(origin)
         if kept is not None:
             return kept
-        sock = socket.create_connection((origin.host, origin.port), timeout=WATCHDOG_S)
+        raw = socket.create_connection((origin.host, origin.port), timeout=WATCHDOG_S)
+        sock: ConnectedSocket = raw
         if self._ssl_context is not None:
-            sock = self._ssl_context.wrap_socket(sock, server_hostname=origin.host)
+            sock = TLSStream.connect(
+                raw, self._ssl_context, server_hostname=origin.host, timeout_s=WATCHDOG_S
+            )
         connection = HTTP11Connection(
             sock, origin, keepalive_expiry=self._keepalive_expiry, on_release=self._release
         )
