@@ -215,3 +215,23 @@ def test_openai_compatible_probe_runs_against_the_simulator(simulator, capsys):
             line = next(x for x in out.splitlines() if x.startswith(f"engine {transport} {api}"))
             assert "connection_error" not in line
             assert "internal" not in line
+
+
+def test_gc_pause_log_reports_a_long_collection_of_the_process_it_is_loaded_into():
+    """The shim the garbage-collector measurements use: on ``PYTHONPATH``, a full collection
+    over many tracked objects (well over its 1 ms floor) becomes one line on stderr."""
+    program = "import gc; keep = [[] for _ in range(400_000)]; gc.collect(); print('ran')"
+    out = subprocess.run(
+        [sys.executable, "-c", program],
+        env={"PYTHONPATH": str(ROOT / "scripts" / "gc_pause_log")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "ran"
+    lines = [line for line in out.stderr.splitlines() if line.startswith("gc-pause ")]
+    assert any("generation=2" in line for line in lines), out.stderr
+    fields = dict(part.split("=") for part in lines[-1].split()[1:])
+    assert set(fields) == {"pid", "generation", "ms", "collected"}
+    assert float(fields["ms"]) >= 1.0
