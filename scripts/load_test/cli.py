@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=120.0, help="per-request limit, s")
     parser.add_argument("--no-keepalive", action="store_true", help="a new connection per request")
     parser.add_argument(
+        "--ramp-s",
+        type=float,
+        default=0.0,
+        help="spread the clients' first requests evenly over this many seconds (default 0: all "
+        "at once; clients whose requests last equally long then stay in step)",
+    )
+    parser.add_argument(
         "--upstream-ttft-ms",
         type=float,
         help="upstream TTFT, to report first chunk overhead (set by --spawn)",
@@ -92,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.concurrent < 1:
         parser.error("--concurrent must be at least 1")
+    if args.ramp_s < 0:
+        parser.error("--ramp-s must not be negative")
 
     path, payload = ROUTES[args.route]
     payload = dict(payload)
@@ -134,11 +143,17 @@ def main(argv: list[str] | None = None) -> int:
                 duration=args.duration,
                 timeout=args.timeout,
                 keepalive=not args.no_keepalive,
+                ramp_s=args.ramp_s,
                 progress=not args.quiet,
                 upstream_ttft_ms=ttft,
             )
             summary = run_level(level, concurrent, spawned)
-            summary.update(route=args.route, url=url, server=args.server if args.spawn else None)
+            summary.update(
+                route=args.route,
+                url=url,
+                server=args.server if args.spawn else None,
+                ramp_s=args.ramp_s,
+            )
             if spawned is not None:
                 summary.update(_spawn_setup(args, spawned))
             print(format_summary(summary), flush=True)

@@ -268,9 +268,15 @@ async def run_load(
     duration: float | None,
     timeout: float,
     keepalive: bool = True,
+    ramp_s: float = 0.0,
     progress: bool = True,
 ) -> tuple[Totals, float, float]:
-    """Run the load; returns the results, the wall time and this process's CPU seconds."""
+    """Run the load; returns the results, the wall time and this process's CPU seconds.
+
+    Client ``i`` of ``concurrent`` starts ``i * ramp_s / concurrent`` seconds in. Without a
+    ramp every client starts at once, and with requests of equal length they stay in step:
+    each wave then sets up every client's request at the same moment.
+    """
     parsed = urllib.parse.urlsplit(url)
     host = parsed.hostname or "127.0.0.1"
     port = parsed.port or 80
@@ -289,7 +295,9 @@ async def run_load(
         issued += 1
         return True
 
-    async def user() -> None:
+    async def user(index: int) -> None:
+        if ramp_s:
+            await asyncio.sleep(index * ramp_s / concurrent)
         connection = Connection(host, port, keepalive)
         try:
             while take():
@@ -313,7 +321,7 @@ async def run_load(
     cpu0 = time.process_time()
     totals.started = time.perf_counter()
     report = asyncio.create_task(reporter()) if progress else None
-    await asyncio.gather(*(user() for _ in range(concurrent)))
+    await asyncio.gather(*(user(i) for i in range(concurrent)))
     wall = time.perf_counter() - totals.started
     if report is not None:
         report.cancel()

@@ -31,6 +31,8 @@ class Level:
     duration: float | None
     timeout: float
     keepalive: bool = True
+    #: The clients' first requests spread evenly over this many seconds.
+    ramp_s: float = 0.0
     progress: bool = True
     upstream_ttft_ms: float | None = None
 
@@ -51,6 +53,7 @@ def run_level(level: Level, concurrent: int, spawned: Spawned | None) -> dict[st
             duration=level.duration,
             timeout=level.timeout,
             keepalive=level.keepalive,
+            ramp_s=level.ramp_s,
             progress=level.progress,
         )
     )

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.server
+import itertools
 import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import benchmark_streaming_performance as bench_script
 import load_test_streaming
 import pytest
 from benchmark.cli import build_parser as benchmark_parser
 from load_test.cli import build_parser as load_test_parser
-from load_test.client import Result, StreamChecker
+from load_test.client import Result, StreamChecker, run_load
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST_UPSTREAM = json.dumps({"ttft_ms": 30, "itl_ms": 3, "tokens": 15, "jitter": 0})
@@ -38,7 +44,8 @@ BENCHMARK_DEFAULTS = {
 LOAD_TEST_USAGE = (
     "usage: load_test_streaming.py [-h] [--url URL] [--route {compare,dream,iching,tarot}] "
     "[--payload PAYLOAD] [--concurrent CONCURRENT] [--requests REQUESTS | --duration DURATION] "
-    "[--timeout TIMEOUT] [--no-keepalive] [--upstream-ttft-ms UPSTREAM_TTFT_MS] [--spawn] "
+    "[--timeout TIMEOUT] [--no-keepalive] [--ramp-s RAMP_S] "
+    "[--upstream-ttft-ms UPSTREAM_TTFT_MS] [--spawn] "
     "[--server {backend,asgi-peer}] [--workers WORKERS] [--asgi-server {auto,uvicorn,hypercorn}] "
     "[--threads THREADS] [--sim SIM] [--sweep SWEEP] [--capacity-ms CAPACITY_MS] "
     "[--server-log SERVER_LOG] [--upstream-http1] [--upstream {simulator,paced}] "
@@ -54,6 +61,7 @@ LOAD_TEST_DEFAULTS = {
     "no_keepalive": False,
     "payload": None,
     "quiet": False,
+    "ramp_s": 0.0,
     "requests": None,
     "route": "dream",
     "server": "backend",
@@ -235,3 +243,56 @@ def test_gc_pause_log_reports_a_long_collection_of_the_process_it_is_loaded_into
     fields = dict(part.split("=") for part in lines[-1].split()[1:])
     assert set(fields) == {"pid", "generation", "ms", "collected"}
     assert float(fields["ms"]) >= 1.0
+
+
+class _ArrivalRecorder(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with an empty SSE stream; notes when each connection's first request
+    arrived (one load-test client keeps one connection)."""
+
+    protocol_version = "HTTP/1.1"
+    first_arrivals: ClassVar[dict[tuple[str, int], float]] = {}
+
+    def do_POST(self) -> None:
+        self.first_arrivals.setdefault(self.client_address, time.monotonic())
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'data: {"type":"done"}\n\n'
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ramp_s", [0.0, 0.8])
+def test_ramp_spreads_the_clients_first_requests(ramp_s):
+    """Client i of n starts i * ramp / n seconds in; without a ramp every client starts at once.
+    (The server sees each start a connect later, so the gaps are allowed a quarter less.)"""
+    _ArrivalRecorder.first_arrivals = {}
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ArrivalRecorder) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            asyncio.run(
+                run_load(
+                    f"http://127.0.0.1:{server.server_address[1]}",
+                    "/x",
+                    {},
+                    concurrent=4,
+                    requests=None,
+                    duration=0.8 + 0.2,
+                    timeout=10.0,
+                    ramp_s=ramp_s,
+                    progress=False,
+                )
+            )
+        finally:
+            server.shutdown()
+    firsts = sorted(_ArrivalRecorder.first_arrivals.values())
+    assert len(firsts) == 4
+    if ramp_s:
+        assert min(b - a for a, b in itertools.pairwise(firsts)) >= 0.75 * ramp_s / 4
+    else:
+        assert firsts[-1] - firsts[0] < ramp_s / 4 + 0.1  # far less than one ramp step of 0.2 s
