@@ -28,6 +28,7 @@ from typing import IO, Self
 
 import httpx2
 
+from backend_ai.app import gunicorn_conf
 from backend_ai.app.child_process import die_with_parent
 from backend_ai.errors import BackendAIError, LifecycleError
 
@@ -65,7 +66,7 @@ class GunicornProcess:
         host: str = "127.0.0.1",
         port: int = 0,
         workers: int = 1,
-        threads: int = 32,
+        threads: int = gunicorn_conf.threads,
         log_level: str = "info",
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),

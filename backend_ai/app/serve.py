@@ -27,6 +27,7 @@ from collections.abc import Callable
 from types import FrameType
 from urllib.parse import urlsplit
 
+from backend_ai.app import gunicorn_conf
 from backend_ai.app.gunicorn_process import GunicornProcess, listen
 from backend_ai.app.settings import Settings
 from backend_ai.errors import BackendAIError
@@ -80,14 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=_positive_int,
-        default=2,
-        help="gunicorn worker processes; about one per CPU core (default 2)",
+        default=gunicorn_conf.workers,
+        help=f"gunicorn worker processes; about one per CPU core (default {gunicorn_conf.workers})",
     )
     parser.add_argument(
         "--threads",
         type=_positive_int,
-        default=32,
-        help="threads per worker = concurrent streams per worker (default 32)",
+        default=gunicorn_conf.threads,
+        help="threads per worker = concurrent streams per worker "
+        f"(default {gunicorn_conf.threads})",
     )
     parser.add_argument(
         "--log-level",

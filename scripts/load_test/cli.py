@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from backend_ai.app import gunicorn_conf
+
 from .client import ROUTES
 from .processes import SPAWN_PROFILE, Spawned, engine_path, spawn
 from .report import capacity, format_summary, format_sweep
@@ -55,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="--server asgi-peer: which ASGI server (auto: uvicorn if installed)",
     )
-    parser.add_argument("--threads", type=int, default=32, help="--spawn: gunicorn threads each")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=gunicorn_conf.threads,
+        help="--spawn: gunicorn threads per worker (default: the shipped configuration's)",
+    )
     parser.add_argument(
         "--sim", help=f"--spawn: JSON simulator profile over {json.dumps(SPAWN_PROFILE)}"
     )

@@ -21,6 +21,8 @@ from benchmark.cli import build_parser as benchmark_parser
 from load_test.cli import build_parser as load_test_parser
 from load_test.client import Result, StreamChecker, run_load
 
+from backend_ai.app import gunicorn_conf
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST_UPSTREAM = json.dumps({"ttft_ms": 30, "itl_ms": 3, "tokens": 15, "jitter": 0})
 
@@ -69,7 +71,7 @@ LOAD_TEST_DEFAULTS = {
     "sim": None,
     "spawn": False,
     "sweep": None,
-    "threads": 32,
+    "threads": gunicorn_conf.threads,
     "timeout": 120.0,
     "upstream": "simulator",
     "upstream_cpu": None,
