@@ -11,7 +11,7 @@ every chunk arrived exactly once and in order.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -54,8 +54,33 @@ class Event:
     type: ClassVar[str]
 
     def payload(self) -> dict[str, Any]:
-        """The JSON object sent as this event's SSE ``data``."""
-        return {"type": self.type, **asdict(self)}  # type: ignore[call-overload]
+        """The JSON object sent as this event's SSE ``data``.
+
+        Built field by field rather than with ``dataclasses.asdict``, which deep-copies every
+        value through a recursive walk: the only nested record is ``TokenUsage``, and every
+        other value is immutable already. (It was ~20 µs of each control event.)
+        """
+        out: dict[str, Any] = {"type": self.type}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if type(value) is TokenUsage:
+                value = {
+                    "prompt_tokens": value.prompt_tokens,
+                    "completion_tokens": value.completion_tokens,
+                    "total_tokens": value.total_tokens,
+                }
+            out[name] = value
+        return out
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 @dataclass(frozen=True, slots=True)
