@@ -229,16 +229,23 @@ def test_a_client_gone_during_a_rate_limit_wait_cancels_the_retry(
         client.send_post(case.path, body)
         client.read_until(b'"type":"rate_limit"')
         rate_limited_at = time.monotonic()
+        rate_limited_wall = time.time()
         client.close(reset=reset)
         wait_until(lambda: _metrics(service)["active"] == 0, SETTLE_S, "the run ended")
         ended_after = time.monotonic() - rate_limited_at
         assert ended_after < retry_after_s / 2, f"the run outlived its client by {ended_after} s"
-        refused = _sim_requests(simulator)
-        assert refused == 3, "every section asked once and got its 429"
-        # The retries were due retry_after_s after the 429: watch past that moment.
+        # A retry is due retry_after_s after its own 429, none earlier than the first: watch
+        # past that moment, then look at when each request reached the upstream. How many
+        # sections had asked before the client left depends on the machine's load (a section
+        # still setting up its request when the client left is cancelled before it asks), so
+        # the claim is about timing: every request came before the run ended (under
+        # retry_after_s / 2 after the first 429), none when a retry was due.
         while time.monotonic() < rate_limited_at + retry_after_s + 0.5:
-            assert _sim_requests(simulator) == refused, "a retry went out for a client that left"
             time.sleep(0.05)
+        requests = simulator.stats()["requests"]
+        assert 1 <= len(requests) <= 3, requests
+        late = [r for r in requests if r["t_start"] > rate_limited_wall + retry_after_s / 2]
+        assert not late, f"a retry went out for a client that left: {late}"
         wait_settled(service, simulator)
 
 
