@@ -113,6 +113,7 @@ class ConnectionPool:
         claimed = self._claim(attempt, pool_timeout_s, is_cancelled)
         if claimed is not _CONNECT:
             assert isinstance(claimed, Http2Stream)
+            claimed.connection.flush()  # outside the pool's lock (see ``try_open``)
             return claimed
         try:
             opened = open_socket(
@@ -162,6 +163,7 @@ class ConnectionPool:
                 pool_timeout_s=pool_timeout_s,
                 is_cancelled=is_cancelled,
             )
+        connection.flush()
         return stream
 
     def _claim(

@@ -420,10 +420,13 @@ class Http2Connection:
     def try_open(
         self, headers: Sequence[tuple[bytes, bytes]], *, end_stream: bool
     ) -> Http2Stream | None:
-        """Open a stream and send its headers, or None when this connection has no room now.
+        """Open a stream and queue its headers, or None when this connection has no room now.
 
         Choosing the stream id and queueing its HEADERS happen under one lock, so ids go out
-        in order whatever the number of threads.
+        in order whatever the number of threads. The caller sends them with ``flush`` once it
+        has let go of its own locks: the pool calls this under its lock, and a send may wait
+        for the interpreter lock after its system call, which would stall every other request
+        waiting for the pool meanwhile.
         """
         with self._state_lock:
             if self._error is not None or self._draining:
@@ -441,8 +444,11 @@ class Http2Connection:
             stream.request_sent = end_stream
             self._dirty = True
             self.idle_since = None
-        self._flush()
         return stream
+
+    def flush(self) -> None:
+        """Send what is queued (the headers ``try_open`` queued, and anything else)."""
+        self._flush()
 
     def send_body(
         self, stream: Http2Stream, body: Iterable[bytes], timeout_s: float | None
