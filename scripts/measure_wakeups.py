@@ -7,7 +7,9 @@ K concurrent runs (one consumer thread each, as gunicorn's gthread workers would
 client (and, with ``--pools h2,h1``, the HTTP/1.1 pool). In the same repeat, the *floor*
 (``peers/h2_floor.py``) streams the same K x sections requests over one HTTP/2 connection in
 one thread with the ``h2`` library, parsing every SSE line with ``json.loads`` and building
-the outgoing SSE frame: ``engine ÷ floor`` is the cost of everything else. Last, the burst
+the outgoing SSE frame: ``engine ÷ floor`` is the cost of everything else. Every section of
+every run has its own seed, so its own chunk schedule, as independent users' streams do
+(``--shared-schedule``: one set of seeds for all runs, see ``_runs``). Last, the burst
 figure: the engine's CPU per chunk when each completion arrives in one write
 (``peers/burst_upstream.py``).
 
@@ -99,19 +101,47 @@ def _measured(work: Callable[[], int], upstream_pid: int) -> dict[str, Any]:
     }
 
 
-def _engine_level(peer: EnginePeer, configs: Any, k: int) -> Callable[[], int]:
+#: The engine's threads by name prefix, for the per-thread CPU of a level.
+_THREAD_KINDS = (
+    ("h2-reader", "reader"),
+    ("backend-ai-section", "section_pool"),
+    ("h2-pool-housekeeper", "housekeeper"),
+)
+
+
+def _engine_threads_cpu_s() -> dict[str, float]:
+    """CPU seconds so far of the engine's long-lived threads, summed by kind."""
+    totals: dict[str, float] = {}
+    for thread in threading.enumerate():
+        kind = next((k for prefix, k in _THREAD_KINDS if thread.name.startswith(prefix)), None)
+        if kind is None or thread.ident is None:
+            continue
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, ProcessLookupError):  # it ended meanwhile
+            continue
+        totals[kind] = totals.get(kind, 0.0) + cpu
+    return totals
+
+
+def _engine_level(
+    peer: EnginePeer, run_configs: list[Any], consumers_cpu_s: list[float]
+) -> Callable[[], int]:
+    """K consumers at once; each adds its own thread's CPU to ``consumers_cpu_s``."""
+
     def work() -> int:
         counts: list[int] = []
         lock = threading.Lock()
 
-        def user() -> None:
+        def user(configs: Any) -> None:
             n = 0
             for text in peer.manager.stream_sse(configs):
                 n += text.count(_CHUNK_FRAME)  # one write may carry several frames
             with lock:
                 counts.append(n)
+                consumers_cpu_s.append(time.thread_time())
 
-        threads = [threading.Thread(target=user) for _ in range(k)]
+        threads = [threading.Thread(target=user, args=(c,)) for c in run_configs]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -121,7 +151,7 @@ def _engine_level(peer: EnginePeer, configs: Any, k: int) -> Callable[[], int]:
     return work
 
 
-def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
+def _latency_level(peer: EnginePeer, run_configs: list[Any]) -> list[float]:
     """Each chunk's delay in ms from its parse on the reader thread to its write.
 
     Stamps arrivals by wrapping the engine's chat parser (``parsers.ChatReader.read``) for
@@ -142,7 +172,7 @@ def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
     delays: list[float] = []
     lock = threading.Lock()
 
-    def user() -> None:
+    def user(configs: Any) -> None:
         mine: list[float] = []
         for events in peer.manager.stream_batches(configs):
             "".join([encode_event(event) for event in events])  # the write's own work
@@ -156,7 +186,7 @@ def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
 
     parsers.ChatReader.read = stamped  # type: ignore[method-assign]
     try:
-        threads = [threading.Thread(target=user) for _ in range(k)]
+        threads = [threading.Thread(target=user, args=(c,)) for c in run_configs]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -166,11 +196,28 @@ def _latency_level(peer: EnginePeer, configs: Any, k: int) -> list[float]:
     return delays
 
 
-def _floor_level(base_url: str, sections: list[Section], k: int) -> Callable[[], int]:
+def _floor_level(base_url: str, runs: list[list[Section]]) -> Callable[[], int]:
     def work() -> int:
-        return read_streams(base_url, [sections] * k).chunks
+        return read_streams(base_url, runs).chunks
 
     return work
+
+
+def _runs(
+    k: int, n: int, controls: dict[str, Any], *, shared_schedule: bool
+) -> list[list[Section]]:
+    """K runs of ``n`` sections; each run's sections get their own seeds (their own jitter).
+
+    Independent users' streams are never in step. With one set of seeds for every run
+    (``shared_schedule``) the K copies of a section follow one chunk schedule: the floor, which
+    sends every request in one write, then receives K chunks in each read (about 0.15 reads per
+    chunk), while the engine's runs start a little apart and read about 0.55 times per chunk —
+    the ratio then measured how well the requests were aligned, not what the engine costs.
+    """
+    return [
+        sim_sections(n, controls, seed=1000 + (0 if shared_schedule else 100 * run))
+        for run in range(k)
+    ]
 
 
 def _commit() -> str | None:
@@ -254,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-floor", action="store_true", help="engine rows only")
     parser.add_argument(
+        "--shared-schedule",
+        action="store_true",
+        help="every run's sections share one set of seeds (one chunk schedule); see _runs",
+    )
+    parser.add_argument(
         "--flush-ms",
         default=None,
         help="engine flush intervals to measure, comma-separated ms (default: RunOptions')",
@@ -286,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         "tokens": args.tokens,
         "jitter": args.jitter,
     }
-    sections = sim_sections(args.sections, controls)
-    configs = section_configs(sections)
+    runs_by_k = {
+        k: _runs(k, args.sections, controls, shared_schedule=args.shared_schedule) for k in ks
+    }
+    configs_by_k = {k: [section_configs(run) for run in runs] for k, runs in runs_by_k.items()}
+    warm = runs_by_k[ks[0]][0]
     import backend_ai
 
     results: dict[str, Any] = {
@@ -303,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "flush_interval_ms": {name: spec[1] for name, spec in pool_specs.items()},
         "controls": controls,
         "sections": args.sections,
+        "shared_schedule": args.shared_schedule,
         "runs": [],
     }
     print(f"engine from {results['engine_path']}; upstream: {args.upstream}", flush=True)
@@ -318,24 +374,38 @@ def main(argv: list[str] | None = None) -> int:
         }
         try:
             for peer in peers.values():  # warm: connections, imports, thread pool
-                list(peer.manager.stream_sse(configs))
+                list(peer.manager.stream_sse(section_configs(warm)))
             if not args.no_floor:
-                read_streams(upstream.base_url, [sections])
+                read_streams(upstream.base_url, [warm])
             for repeat in range(args.repeats):
                 for k in ks:
+                    consumers_cpu_s: dict[str, list[float]] = {pool: [] for pool in peers}
                     levels: list[tuple[str, Callable[[], int]]] = [
-                        (pool, _engine_level(peer, configs, k)) for pool, peer in peers.items()
+                        (pool, _engine_level(peer, configs_by_k[k], consumers_cpu_s[pool]))
+                        for pool, peer in peers.items()
                     ]
                     if not args.no_floor:
-                        levels.append(("floor", _floor_level(upstream.base_url, sections, k)))
+                        levels.append(("floor", _floor_level(upstream.base_url, runs_by_k[k])))
                     for name, work in levels:
                         row = {"repeat": repeat, "k": k, "pool": name}
+                        threads0 = _engine_threads_cpu_s()
                         row.update(_measured(work, upstream.pid))
+                        if name in consumers_cpu_s:
+                            # Each engine thread's own CPU per chunk: where the total goes.
+                            threads1 = _engine_threads_cpu_s()
+                            per = max(row["chunks"], 1)
+                            by_thread = {
+                                kind: round((cpu - threads0.get(kind, 0.0)) * 1e6 / per, 1)
+                                for kind, cpu in threads1.items()
+                            }
+                            consumers = sum(consumers_cpu_s[name])
+                            by_thread["consumers"] = round(consumers * 1e6 / per, 1)
+                            row["thread_cpu_us_per_chunk"] = by_thread
                         results["runs"].append(row)
                         print(json.dumps(row), flush=True)
                     if args.latency:
                         for name, peer in peers.items():
-                            delays = _latency_level(peer, configs, k)
+                            delays = _latency_level(peer, configs_by_k[k])
                             row = {"repeat": repeat, "k": k, "pool": name, "chunks": len(delays)}
                             for q in (50, 90, 99):
                                 row[f"p{q}_ms"] = round(percentile(delays, q / 100) or 0.0, 2)
@@ -371,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
                 entry["engine_over_floor"] = _stat(
                     [round(r["cpu_us_per_chunk"] / floors[r["repeat"]], 2) for r in rows]
                 )
+            kinds = sorted({kind for r in rows for kind in r.get("thread_cpu_us_per_chunk", {})})
+            if kinds:
+                entry["thread_cpu_us_per_chunk"] = {
+                    kind: _stat([r["thread_cpu_us_per_chunk"].get(kind, 0.0) for r in rows])
+                    for kind in kinds
+                }
             summary.append(entry)
     results["summary"] = summary
     if "latency" in results:
@@ -413,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
             f"latency K={e['k']} {e['pool']}: arrival at the reader to write, ms "
             f"p50 {fmt_stat(e['p50_ms'])}, p90 {fmt_stat(e['p90_ms'])}, p99 {fmt_stat(e['p99_ms'])}"
         )
+    for e in summary:
+        if "thread_cpu_us_per_chunk" in e:
+            parts = ", ".join(
+                f"{kind} {fmt_stat(value)}" for kind, value in e["thread_cpu_us_per_chunk"].items()
+            )
+            print(f"K={e['k']} {e['pool']}, CPU µs per chunk by thread: {parts}")
     if "burst" in results:
         b = results["burst"]
         print(

@@ -30,6 +30,15 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     assert rows["h2"]["chunks"] == rows["floor"]["chunks"] == 2 * 3 * 10
     (engine,) = [e for e in results["summary"] if e["pool"] == "h2"]
     assert engine["engine_over_floor"]["median"] > 0
+    # Each engine thread kind that worked is accounted, and the parts fit in the whole (the
+    # process's CPU also includes the main thread and start-up of the level's threads).
+    by_thread = rows["h2"]["thread_cpu_us_per_chunk"]
+    assert set(by_thread) >= {"reader", "consumers", "section_pool"}
+    assert by_thread["reader"] > 0
+    assert by_thread["consumers"] > 0
+    assert sum(by_thread.values()) <= rows["h2"]["cpu_us_per_chunk"] * 1.05
+    # Each run's sections have their own seeds: independent users are never in step.
+    assert results["shared_schedule"] is False
     assert results["burst"]["cpu_us_per_chunk"]["median"] > 0
     assert results["upstream"] == "paced"
     printed = capsys.readouterr().out
