@@ -11,7 +11,8 @@ the outgoing SSE frame: ``engine ÷ floor`` is the cost of everything else. Ever
 every run has its own seed, so its own chunk schedule, as independent users' streams do
 (``--shared-schedule``: one set of seeds for all runs, see ``_runs``). Last, the burst
 figure: the engine's CPU per chunk when each completion arrives in one write
-(``peers/burst_upstream.py``).
+(``peers/burst_upstream.py``), and the same per-chunk work measured warm, in a tight loop
+(``peers/warm_costs.py``): at a model's pace each read finds a thread that slept meanwhile.
 
 ``--flush-ms 0,15`` measures the engine once per flush interval (``RunOptions.flush_interval_s``),
 each row against the same repeat's floor; ``--latency`` adds, per interval, an untimed level
@@ -64,6 +65,7 @@ from peers.engine import EnginePeer
 from peers.h2_floor import read_streams
 from peers.harness import percentile, run_once, sim_sections
 from peers.paced_upstream import PacedUpstream
+from peers.warm_costs import warm_costs
 
 from backend_ai.streaming import RunOptions
 from backend_ai.streaming.sse import encode_event
@@ -414,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for peer in peers.values():
                 peer.close()
+    results["warm"] = warm_costs(5_000 if args.quick else 40_000)
     if args.burst_tokens:
         results["burst"] = _burst(args.burst_tokens, args.sections, max(3, args.repeats))
     summary = []
@@ -495,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{kind} {fmt_stat(value)}" for kind, value in e["thread_cpu_us_per_chunk"].items()
             )
             print(f"K={e['k']} {e['pool']}, CPU µs per chunk by thread: {parts}")
+    w = results["warm"]
+    print(
+        f"warm, in a tight loop (peers/warm_costs.py), CPU µs per chunk: h2 {w['h2']:g}, "
+        f"the floor's parse and encode {w['floor']:g}, the engine's reader side "
+        f"{w['engine_reader_side']:g}"
+    )
     if "burst" in results:
         b = results["burst"]
         print(

@@ -37,6 +37,12 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     assert by_thread["reader"] > 0
     assert by_thread["consumers"] > 0
     assert sum(by_thread.values()) <= rows["h2"]["cpu_us_per_chunk"] * 1.05
+    # The warm figures: every part measured, the engine's reader side and the floor's parsing
+    # each less than a paced chunk costs the engine in all.
+    warm = results["warm"]
+    assert set(warm) == {"h2", "floor", "engine_reader_side"}
+    assert all(value > 0 for value in warm.values())
+    assert warm["h2"] + warm["engine_reader_side"] < rows["h2"]["cpu_us_per_chunk"]
     # Each run's sections have their own seeds: independent users are never in step.
     assert results["shared_schedule"] is False
     assert results["burst"]["cpu_us_per_chunk"]["median"] > 0
@@ -44,6 +50,7 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     printed = capsys.readouterr().out
     assert "| K runs | pool | CPU µs/chunk | ÷ floor |" in printed
     assert "burst (3 sections x 200 chunks" in printed
+    assert "warm, in a tight loop" in printed
 
 
 @pytest.mark.timeout(60)
