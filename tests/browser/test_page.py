@@ -280,6 +280,8 @@ def test_the_timeline_shows_the_sections_overlapping_against_one_after_another(
     )
     expect(page.locator("#timeline-summary")).to_contain_text("So far")
     wait_done(page)
+    # The last frame, drawn after the run's end, says so; the summary is read from it.
+    expect(page.locator("#timeline")).to_have_attribute("data-finished", "true")
     summary = page.locator("#timeline-summary").text_content() or ""
     assert "one after another" in summary
     ratio = float(summary.rsplit("(", 1)[1].split("×")[0])
@@ -288,7 +290,6 @@ def test_the_timeline_shows_the_sections_overlapping_against_one_after_another(
     # The three bars overlap in time: each starts before the others end. The rows are
     # redrawn on animation frames (one may still be pending after ``done``), so the three
     # boxes are read in one script, between two frames, not one element at a time.
-    expect(page.locator("#timeline")).to_have_attribute("data-finished", "true")
     boxes = page.evaluate(
         """() => [1, 2, 3].map((i) => {
             const bar = document.querySelector(
