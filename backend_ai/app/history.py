@@ -8,7 +8,16 @@ and the writer goes on. Reads (``recent``) open their own short-lived connection
 timeout, so they never share state with the writer. Several gunicorn workers may write the same
 file: WAL mode and the busy timeout let them.
 
-Retention is the writer's job too: after each insert it deletes readings older than
+The writer takes everything queued (up to ``_MAX_BATCH`` readings) and saves it in one
+transaction, so a burst of finished readings, or a backlog behind a slow disk, costs one commit
+instead of one per reading: the commit (and its ``fsync``) is what bounds how many readings a
+disk can take before the queue fills and readings are dropped. ``synchronous=NORMAL``, SQLite's
+recommended setting in WAL mode, keeps every committed reading through a crash of the process;
+only a power loss or an operating-system crash may lose the last commits, which a history of
+readings can afford. A reading that cannot be serialised fails alone; a batch SQLite refuses is
+rolled back and counted in ``failed`` as a whole.
+
+Retention is the writer's job too: after each batch it deletes readings older than
 ``max_age_s`` and all but the newest ``max_rows`` (both indexed deletes that find nothing to do
 almost every time), so the file stays bounded without a cron job and without a request ever
 waiting for it.
@@ -32,6 +41,9 @@ __all__ = ["HistoryRecord", "HistoryStore", "SavedSection"]
 logger = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_S = 2.0
+#: The most readings one transaction saves: large enough that a backlog clears in a few commits,
+#: small enough that a commit stays short for the other workers writing the same file.
+_MAX_BATCH = 256
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -85,6 +97,19 @@ class HistoryRecord:
         }
 
 
+def _row(record: HistoryRecord) -> tuple[Any, ...]:
+    """The ``readings`` row of ``record`` (without its id)."""
+    return (
+        record.request_id,
+        record.route,
+        record.created_at,
+        record.duration_ms,
+        int(record.cancelled),
+        json.dumps(dict(record.input)),
+        json.dumps({name: asdict(rec) for name, rec in record.sections.items()}),
+    )
+
+
 def _row_json(row: tuple[Any, ...]) -> dict[str, Any]:
     request_id, route, created_at, duration_ms, cancelled, input_json, sections_json = row
     return {
@@ -119,8 +144,12 @@ class HistoryStore:
         self._lock = threading.Lock()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
+        #: Readings dropped because the queue was full, and readings whose write failed.
         self.dropped = 0
         self.failed = 0
+        #: Readings saved, and the transactions that saved them (a backlog shares one).
+        self.written = 0
+        self.commits = 0
         self._writer: threading.Thread | None = None
 
     def _ensure_writer(self) -> None:
@@ -199,24 +228,43 @@ class HistoryStore:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
-        while True:
+        stopping = False
+        while not stopping:
+            batch: list[HistoryRecord] = []
             item = self._queue.get()
-            if item is _STOP:
-                break
-            assert isinstance(item, HistoryRecord)
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, HistoryRecord)
+                batch.append(item)
+                if len(batch) >= _MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            rows = self._rows(batch)
             try:
-                if conn is None:
-                    conn = self._connect()
-                self._write(conn, item)
+                if rows:
+                    if conn is None:
+                        conn = self._connect()
+                    self._write(conn, rows)
             except Exception as exc:  # a failing disk must not kill the writer
-                self.failed += 1
-                logger.error("history write failed: %s", type(exc).__name__)
+                self.failed += len(rows)
+                logger.error(
+                    "history write failed: %s; %d reading(s) not saved",
+                    type(exc).__name__,
+                    len(rows),
+                )
                 if conn is not None:
                     conn.close()
                     conn = None
             finally:
                 with self._idle:
-                    self._pending -= 1
+                    self._pending -= len(batch)
                     if not self._pending:
                         self._idle.notify_all()
         if conn is not None:
@@ -228,26 +276,41 @@ class HistoryStore:
             os.makedirs(directory, exist_ok=True)
         conn = sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
         # Limits may have shrunk since the file was last written: apply them at once.
         self._prune(conn, conn.execute("SELECT MAX(id) FROM readings").fetchone()[0])
         return conn
 
-    def _write(self, conn: sqlite3.Connection, record: HistoryRecord) -> None:
-        cursor = conn.execute(
-            "INSERT INTO readings (request_id, route, created_at, duration_ms, cancelled, "
-            "input, sections) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.request_id,
-                record.route,
-                record.created_at,
-                record.duration_ms,
-                int(record.cancelled),
-                json.dumps(dict(record.input)),
-                json.dumps({name: asdict(rec) for name, rec in record.sections.items()}),
-            ),
-        )
-        self._prune(conn, cursor.lastrowid)
+    def _rows(self, batch: list[HistoryRecord]) -> list[tuple[Any, ...]]:
+        """The rows of ``batch``; a reading that is not JSON is counted as failed and left out."""
+        rows = []
+        for record in batch:
+            try:
+                rows.append(_row(record))
+            except (TypeError, ValueError) as exc:
+                self.failed += 1
+                logger.error("history: a reading could not be serialised (%s)", type(exc).__name__)
+        return rows
+
+    def _write(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Save ``rows`` in one transaction, and apply retention in the same one."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO readings (request_id, route, created_at, duration_ms, cancelled, "
+                "input, sections) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            newest_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            self._prune(conn, newest_id)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.written += len(rows)
+        self.commits += 1
 
     def _prune(self, conn: sqlite3.Connection, newest_id: int | None) -> None:
         """Delete what retention no longer keeps (ids only grow: AUTOINCREMENT)."""
