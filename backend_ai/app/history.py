@@ -10,12 +10,11 @@ file: WAL mode and the busy timeout let them.
 
 The writer takes everything queued (up to ``_MAX_BATCH`` readings) and saves it in one
 transaction, so a burst of finished readings, or a backlog behind a slow disk, costs one commit
-instead of one per reading: the commit (and its ``fsync``) is what bounds how many readings a
-disk can take before the queue fills and readings are dropped. ``synchronous=NORMAL``, SQLite's
-recommended setting in WAL mode, keeps every committed reading through a crash of the process;
-only a power loss or an operating-system crash may lose the last commits, which a history of
-readings can afford. A reading that cannot be serialised fails alone; a batch SQLite refuses is
-rolled back and counted in ``failed`` as a whole.
+instead of one per statement. WAL mode runs with ``synchronous=NORMAL``, SQLite's recommended
+setting for WAL: a commit does not wait for the disk (the WAL is synced at checkpoints), every
+committed reading survives a crash of the process, and only a power loss or an operating-system
+crash may lose the last commits, which a history of readings can afford. A reading that cannot
+be serialised fails alone; a batch SQLite refuses is rolled back and counted in ``failed``.
 
 Retention is the writer's job too: after each batch it deletes readings older than
 ``max_age_s`` and all but the newest ``max_rows`` (both indexed deletes that find nothing to do
