@@ -156,6 +156,7 @@ def build_state(settings: Settings) -> ServiceState:
             settings.history_db_path,
             queue_size=settings.history_queue_size,
             on_drop=metrics.history_dropped.inc,
+            on_fail=metrics.history_failed.inc,
             max_age_s=(
                 None
                 if settings.history_max_age_days is None

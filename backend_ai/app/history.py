@@ -131,6 +131,7 @@ class HistoryStore:
         *,
         queue_size: int = 1000,
         on_drop: Callable[[], None] | None = None,
+        on_fail: Callable[[int], None] | None = None,
         max_age_s: float | None = None,
         max_rows: int | None = None,
     ) -> None:
@@ -139,6 +140,7 @@ class HistoryStore:
         self._max_rows = max_rows
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._on_drop = on_drop
+        self._on_fail = on_fail
         self._closed = False
         self._lock = threading.Lock()
         self._pending = 0
@@ -252,7 +254,7 @@ class HistoryStore:
                         conn = self._connect()
                     self._write(conn, rows)
             except Exception as exc:  # a failing disk must not kill the writer
-                self.failed += len(rows)
+                self._count_failed(len(rows))
                 logger.error(
                     "history write failed: %s; %d reading(s) not saved",
                     type(exc).__name__,
@@ -288,9 +290,14 @@ class HistoryStore:
             try:
                 rows.append(_row(record))
             except (TypeError, ValueError) as exc:
-                self.failed += 1
+                self._count_failed(1)
                 logger.error("history: a reading could not be serialised (%s)", type(exc).__name__)
         return rows
+
+    def _count_failed(self, count: int) -> None:
+        self.failed += count
+        if self._on_fail is not None:
+            self._on_fail(count)
 
     def _write(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         """Save ``rows`` in one transaction, and apply retention in the same one."""

@@ -89,6 +89,11 @@ class ServiceMetrics:
             "Readings not saved because the history queue was full.",
             registry=r,
         )
+        self.history_failed = Counter(
+            "backend_ai_history_failed",
+            "Readings not saved because writing them failed (the disk, SQLite, a bad record).",
+            registry=r,
+        )
         # "livesum": the sum over the workers alive now; a dead worker's open streams are gone.
         self.active_streams = Gauge(
             "backend_ai_active_streams",

@@ -246,6 +246,8 @@ def test_a_broken_history_database_never_breaks_a_stream(
         assert store.flush(5.0)
     assert store.failed == 1
     assert "history write failed" in caplog.text
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert _metric(metrics, "backend_ai_history_failed_total") == 1
     assert str(tmp_path) not in caplog.text
     assert SECRET_KEY not in caplog.text
 
