@@ -247,8 +247,9 @@ class HistoryStore:
                     break
             if not batch:
                 continue
-            rows = self._rows(batch)
+            rows: list[tuple[Any, ...]] = []
             try:
+                rows = self._rows(batch)
                 if rows:
                     if conn is None:
                         conn = self._connect()
@@ -289,7 +290,7 @@ class HistoryStore:
         for record in batch:
             try:
                 rows.append(_row(record))
-            except (TypeError, ValueError) as exc:
+            except Exception as exc:  # not JSON (an object, a cycle, too deep): it alone is lost
                 self._count_failed(1)
                 logger.error("history: a reading could not be serialised (%s)", type(exc).__name__)
         return rows

@@ -183,20 +183,34 @@ def test_a_backlog_is_saved_in_one_transaction(tmp_path: Path) -> None:
 def test_a_reading_that_is_not_json_fails_alone(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite3"
     store = HistoryStore(str(path))
-    broken = HistoryRecord(
-        request_id="broken",
-        route="dream",
-        created_at=time.time(),
-        duration_ms=1.0,
-        cancelled=False,
-        input={"dream": object()},
-    )
+    cycle: list[object] = []
+    cycle.append(cycle)
+    deep: list[object] = []
+    for _ in range(100_000):  # deeper than the interpreter's recursion limit
+        deep = [deep]
+
+    def broken(name: str, value: object) -> HistoryRecord:
+        return HistoryRecord(
+            request_id=name,
+            route="dream",
+            created_at=time.time(),
+            duration_ms=1.0,
+            cancelled=False,
+            input={"dream": value},
+        )
+
     try:
-        for item in (record(1), broken, record(2)):
+        items = [record(1), broken("object", object()), broken("cycle", cycle)]
+        items += [broken("deep", deep), record(2)]
+        for item in items:
             assert store.submit(item)
         assert store.flush(5.0)
-        assert store.failed == 1
+        assert store.failed == 3
         assert [r["request_id"] for r in store.recent(10)] == ["r2", "r1"]
+        # The writer is still there for the next reading.
+        assert store.submit(record(3))
+        assert store.flush(5.0)
+        assert store.recent(1)[0]["request_id"] == "r3"
     finally:
         store.close()
 
