@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from backend_ai.app.history import HistoryRecord, HistoryStore, SavedSection
@@ -19,6 +21,18 @@ def record(n: int, created_at: float | None = None) -> HistoryRecord:
         input={"dream": f"dream {n}"},
         sections={"summary": SavedSection(text=f"text {n}", status="done", ttft_ms=3.0)},
     )
+
+
+@contextmanager
+def write_locked(path: Path, mode: str = "IMMEDIATE") -> Iterator[None]:
+    """Another connection holds the database's write lock (``EXCLUSIVE``: reads wait too)."""
+    blocker = sqlite3.connect(str(path), isolation_level=None)
+    blocker.execute(f"BEGIN {mode}")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
 
 
 def test_records_round_trip(tmp_path: Path) -> None:
@@ -44,15 +58,10 @@ def test_submit_never_waits_for_a_locked_database(tmp_path: Path) -> None:
     try:
         assert store.submit(record(0))
         assert store.flush(5.0)  # the file and its table exist
-        blocker = sqlite3.connect(str(path), isolation_level=None)
-        blocker.execute("BEGIN EXCLUSIVE")  # a stuck disk: every write now waits 2 s and fails
-        try:
+        with write_locked(path, "EXCLUSIVE"):  # a stuck disk: every write waits 2 s and fails
             started = time.perf_counter()
             results = [store.submit(record(n)) for n in range(1, 20)]
             elapsed = time.perf_counter() - started
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         # 19 submissions against a writer stuck for seconds: all returned at once.
         assert elapsed < 0.05 * 2.0, f"{elapsed * 1000:.1f} ms"
         # The writer is stuck on one batch: what was queued when it woke (at most the queue's
@@ -160,14 +169,9 @@ def test_a_backlog_is_saved_in_one_transaction(tmp_path: Path) -> None:
         assert store.submit(record(0))
         assert store.flush(5.0)
         assert (store.written, store.commits) == (1, 1)
-        blocker = sqlite3.connect(str(path), isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")  # another worker writing: the writer waits
-        try:
+        with write_locked(path):  # another worker writing: the writer waits
             for n in range(1, 101):
                 assert store.submit(record(n))
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         assert store.flush(10.0)
         assert store.failed == 0
         assert store.written == 101
@@ -221,14 +225,9 @@ def test_retention_applies_within_one_batch(tmp_path: Path) -> None:
     try:
         assert store.submit(record(0))
         assert store.flush(5.0)
-        blocker = sqlite3.connect(str(path), isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_locked(path):
             for n in range(1, 40):
                 store.submit(record(n))
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         assert store.flush(10.0)
         assert count_rows(path) == 5
         assert [r["request_id"] for r in store.recent(100)] == [f"r{n}" for n in range(39, 34, -1)]
