@@ -25,6 +25,12 @@ pre-encoded chunks, in its own process (``--upstream-cpu N`` pins it to core N),
 machine measures the engine rather than the upstream; ``--upstream simulator`` uses the
 hypercorn simulator instead (several times the upstream CPU per chunk).
 
+``--one-core N`` measures every level twice in each repeat: as the scheduler places its threads,
+and with every thread of this process held on core N (``sched_setaffinity``; the upstream
+belongs on another core, ``--upstream-cpu``). The floor is one thread, so it pays nothing for
+threads that wake each other on different cores; the engine's reader and consumers do, and
+the pinned rows show how much of ``engine ÷ floor`` is that rather than work.
+
 ``getrusage(RUSAGE_SELF)`` around each level: user + system CPU and voluntary / involuntary
 context switches of every thread of this process, divided by the content chunks delivered.
 Each repeat runs every level in turn, so engine and floor see the same neighbours; the ratio
@@ -36,12 +42,14 @@ the upstream (``upstream_percent``).
     python scripts/measure_wakeups.py --ks 10,20 --repeats 5 --json docs/benchmarks/wakeups.json
     python scripts/measure_wakeups.py --quick                # a few seconds: the smoke test
     python scripts/measure_wakeups.py --flush-ms 0,15 --latency  # the flush interval's effect
+    python scripts/measure_wakeups.py --upstream-cpu 1 --one-core 0  # threads on one core too
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -124,6 +132,36 @@ def _engine_threads_cpu_s() -> dict[str, float]:
             continue
         totals[kind] = totals.get(kind, 0.0) + cpu
     return totals
+
+
+@contextlib.contextmanager
+def _threads_on_core(cpu: int | None) -> Iterator[None]:
+    """Hold every thread of this process on ``cpu`` (threads started meanwhile inherit it);
+    afterwards give them all back the affinity the process had. ``None``: leave them free."""
+    if cpu is None:
+        yield
+        return
+    free = os.sched_getaffinity(0)
+
+    def place(cpus: set[int]) -> None:
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.sched_setaffinity(int(task), cpus)
+
+    place({cpu})
+    try:
+        yield
+    finally:
+        place(free)
+
+
+def _cores_in_use() -> list[int]:
+    """Every core some thread of this process may run on now."""
+    cores: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):
+            cores |= os.sched_getaffinity(int(task))
+    return sorted(cores)
 
 
 def _engine_level(
@@ -315,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency", action="store_true", help="per interval: p50/p99 arrival-to-write delay"
     )
+    parser.add_argument(
+        "--one-core",
+        type=int,
+        metavar="CPU",
+        help="also measure every level with all of this process's threads on this core",
+    )
     parser.add_argument("--quick", action="store_true", help="K = 2, 10 tokens, 1 repeat")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -328,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         for pool in args.pools.split(",")
         for flush in flushes
     ]
+    if args.one_core is not None and args.one_core not in os.sched_getaffinity(0):
+        parser.error(f"--one-core {args.one_core}: not a core this process may run on")
+    if args.one_core is not None and args.one_core == args.upstream_cpu:
+        parser.error("--one-core and --upstream-cpu name the same core")
+    placements: dict[str, int | None] = {"": None}
+    if args.one_core is not None:
+        placements[_on(args.one_core)] = args.one_core
     pool_specs = {
         name: (pool, flush)
         for name, (pool, flush) in zip(
@@ -357,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "upstream": args.upstream,
         "upstream_cpu": args.upstream_cpu,
+        "one_core": args.one_core,
         "flush_interval_ms": {name: spec[1] for name, spec in pool_specs.items()},
         "controls": controls,
         "sections": args.sections,
@@ -388,19 +440,25 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                     if not args.no_floor:
                         levels.append(("floor", _floor_level(upstream.base_url, runs_by_k[k])))
-                    for name, work in levels:
-                        row = {"repeat": repeat, "k": k, "pool": name}
-                        threads0 = _engine_threads_cpu_s()
-                        row.update(_measured(work, upstream.pid))
-                        if name in consumers_cpu_s:
+                    for (base, work), (suffix, cpu) in itertools.product(
+                        levels, placements.items()
+                    ):
+                        name = base + suffix
+                        row: dict[str, Any] = {"repeat": repeat, "k": k, "pool": name}
+                        with _threads_on_core(cpu):
+                            threads0 = _engine_threads_cpu_s()
+                            row.update(_measured(work, upstream.pid))
+                            row["cores"] = _cores_in_use()
+                        if base in consumers_cpu_s:
                             # Each engine thread's own CPU per chunk: where the total goes.
                             threads1 = _engine_threads_cpu_s()
                             per = max(row["chunks"], 1)
                             by_thread = {
-                                kind: round((cpu - threads0.get(kind, 0.0)) * 1e6 / per, 1)
-                                for kind, cpu in threads1.items()
+                                kind: round((spent - threads0.get(kind, 0.0)) * 1e6 / per, 1)
+                                for kind, spent in threads1.items()
                             }
-                            consumers = sum(consumers_cpu_s[name])
+                            consumers = sum(consumers_cpu_s[base])
+                            consumers_cpu_s[base].clear()
                             by_thread["consumers"] = round(consumers * 1e6 / per, 1)
                             row["thread_cpu_us_per_chunk"] = by_thread
                         results["runs"].append(row)
@@ -420,8 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.burst_tokens:
         results["burst"] = _burst(args.burst_tokens, args.sections, max(3, args.repeats))
     summary = []
-    for k in ks:
-        for pool in [*pools, *([] if args.no_floor else ["floor"])]:
+    for k, suffix in itertools.product(ks, placements):
+        for pool in [p + suffix for p in [*pools, *([] if args.no_floor else ["floor"])]]:
             rows = [r for r in results["runs"] if r["k"] == k and r["pool"] == pool]
             entry: dict[str, Any] = {"k": k, "pool": pool, "repeats": len(rows)}
             for key in (
@@ -434,12 +492,12 @@ def main(argv: list[str] | None = None) -> int:
                 "others_percent",
             ):
                 entry[key] = _stat([r[key] for r in rows])
-            if pool != "floor" and not args.no_floor:
-                # Ratio within each repeat (same neighbours), then the median over repeats.
+            if pool != "floor" + suffix and not args.no_floor:
+                # Ratio within each repeat (same neighbours, same placement), then the median.
                 floors = {
                     r["repeat"]: r["cpu_us_per_chunk"]
                     for r in results["runs"]
-                    if r["k"] == k and r["pool"] == "floor"
+                    if r["k"] == k and r["pool"] == "floor" + suffix
                 }
                 entry["engine_over_floor"] = _stat(
                     [round(r["cpu_us_per_chunk"] / floors[r["repeat"]], 2) for r in rows]
@@ -514,6 +572,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _on(cpu: int) -> str:
+    """The suffix of a level measured with every thread on ``cpu``."""
+    return f" on cpu{cpu}"
 
 
 def fmt_stat(v: dict[str, float]) -> str:

@@ -9,6 +9,7 @@ figures themselves are in docs/PERFORMANCE.md.
 from __future__ import annotations
 
 import json
+import os
 
 import bench_support  # noqa: F401  (puts scripts/ on sys.path)
 import httpx
@@ -51,6 +52,33 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     assert "| K runs | pool | CPU µs/chunk | ÷ floor |" in printed
     assert "burst (3 sections x 200 chunks" in printed
     assert "warm, in a tight loop" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_measure_wakeups_one_core_pins_every_thread_then_frees_them(tmp_path) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two cores: one for the upstream, one for the measured process")
+    upstream_cpu, one_core = cores[-1], cores[0]
+    out = tmp_path / "wakeups.json"
+    argv = ["--quick", "--burst-tokens=0", f"--upstream-cpu={upstream_cpu}"]
+    assert measure_wakeups.main([*argv, f"--one-core={one_core}", f"--json={out}"]) == 0
+    results = json.loads(out.read_text())
+    rows = {row["pool"]: row for row in results["runs"]}
+    pinned = f"h2 on cpu{one_core}", f"floor on cpu{one_core}"
+    assert set(rows) == {"h2", "floor", *pinned}
+    for name, row in rows.items():
+        assert row["chunks"] == 2 * 3 * 10, name
+        # While pinned, every thread (those the level started included) may use that core
+        # alone; the free levels ran with the process's whole affinity again.
+        assert row["cores"] == ([one_core] if name in pinned else cores), name
+    ratios = {e["pool"]: e.get("engine_over_floor") for e in results["summary"]}
+    assert ratios[pinned[0]]["median"] > 0
+    assert ratios["h2"]["median"] > 0
+    assert ratios[pinned[1]] is None
+    assert results["one_core"] == one_core
+    assert measure_wakeups._cores_in_use() == cores
 
 
 @pytest.mark.timeout(60)
