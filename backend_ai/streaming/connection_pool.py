@@ -90,18 +90,19 @@ class ConnectionPool:
         self,
         origin: Origin,
         headers: list[tuple[bytes, bytes]],
+        body: bytes,
         *,
-        end_stream: bool,
         connect_timeout_s: float | None,
         pool_timeout_s: float | None,
         is_cancelled: Callable[[], bool],
     ) -> Http2Stream | OpenedSocket:
-        """A stream on a connection to ``origin`` with its headers sent — or, when the server
-        speaks only HTTP/1.1, the connected socket for the caller's HTTP/1.1 path."""
+        """A stream on a connection to ``origin`` with its headers sent, and its body too when
+        it fits in one frame (``Http2Connection.try_open``) — or, when the server speaks only
+        HTTP/1.1, the connected socket for the caller's HTTP/1.1 path."""
 
         def attempt() -> Http2Stream | _Connect | None:
             for connection in self._connections.get(origin, ()):
-                stream = connection.try_open(headers, end_stream=end_stream)
+                stream = connection.try_open(headers, body)
                 if stream is not None:
                     return stream
             if origin not in self._connecting and self._count() < self.max_connections:
@@ -153,12 +154,12 @@ class ConnectionPool:
             self._connections.setdefault(origin, []).append(connection)
             self._start_housekeeper()
             self._changed.notify_all()
-            stream = connection.try_open(headers, end_stream=end_stream)
+            stream = connection.try_open(headers, body)
         if stream is None:  # refused at once (a zero stream limit): wait like everyone else
             return self.open_stream(
                 origin,
                 headers,
-                end_stream=end_stream,
+                body,
                 connect_timeout_s=connect_timeout_s,
                 pool_timeout_s=pool_timeout_s,
                 is_cancelled=is_cancelled,

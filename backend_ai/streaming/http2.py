@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -418,14 +418,19 @@ class Http2Connection:
         return len(self._streams)
 
     def try_open(
-        self, headers: Sequence[tuple[bytes, bytes]], *, end_stream: bool
+        self, headers: Sequence[tuple[bytes, bytes]], body: bytes = b""
     ) -> Http2Stream | None:
-        """Open a stream and queue its headers, or None when this connection has no room now.
+        """Open a stream and queue its request, or None when this connection has no room now.
 
-        Choosing the stream id and queueing its HEADERS happen under one lock, so ids go out
-        in order whatever the number of threads. The caller sends them with ``flush`` once it
-        has let go of its own locks: the pool calls this under its lock, and a send may wait
-        for the interpreter lock after its system call, which would stall every other request
+        A body that fits in one DATA frame within the stream's window (every JSON request the
+        SDK makes) is queued with the headers and ends the stream, so the whole request leaves
+        in one write and reaches the server in one read; ``request_sent`` says so. Otherwise
+        only the headers are queued, and the caller sends the body with ``send_body``.
+
+        Choosing the stream id and queueing its frames happen under one lock, so ids go out in
+        order whatever the number of threads. The caller sends them with ``flush`` once it has
+        let go of its own locks: the pool calls this under its lock, and a send may wait for
+        the interpreter lock after its system call, which would stall every other request
         waiting for the pool meanwhile.
         """
         with self._state_lock:
@@ -439,9 +444,14 @@ class Http2Connection:
                 self._draining = True
                 return None
             stream = Http2Stream(self, stream_id)
-            self._h2.send_headers(stream_id, headers, end_stream=end_stream)
+            self._h2.send_headers(stream_id, headers, end_stream=not body)
+            whole = not body or len(body) <= min(
+                self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size
+            )
+            if body and whole:
+                self._h2.send_data(stream_id, body, end_stream=True)
             self._streams[stream_id] = stream
-            stream.request_sent = end_stream
+            stream.request_sent = whole
             self._dirty = True
             self.idle_since = None
         return stream
@@ -450,49 +460,51 @@ class Http2Connection:
         """Send what is queued (the headers ``try_open`` queued, and anything else)."""
         self._flush()
 
-    def send_body(
-        self, stream: Http2Stream, body: Iterable[bytes], timeout_s: float | None
-    ) -> None:
-        """Send the request body, waiting for window as long as ``timeout_s`` per step.
+    def send_body(self, stream: Http2Stream, body: bytes, timeout_s: float | None) -> None:
+        """Send the request body ``try_open`` left, waiting for window as long as ``timeout_s``
+        per step; its last DATA frame ends the stream.
 
         The wait ends early when the stream fails (a cancel, a reset, a connection error) or
         when the server already sent its whole response (RFC 9113 §8.1: then the rest of the
         body is not needed, and the response stands).
         """
         sid = stream.stream_id
-        for part in body:
-            view = memoryview(part)
-            while view:
-                deadline = None if timeout_s is None else time.monotonic() + timeout_s
-                with self._state_lock:
-                    while True:
-                        if stream._error is not None:
-                            raise stream._error
-                        if stream._ended:
-                            self._abandon_body(stream)
-                            break
-                        if self._error is not None:
-                            raise self._error
-                        window = min(
-                            self._h2.local_flow_control_window(sid),
-                            self._h2.max_outbound_frame_size,
-                            len(view),
-                        )
-                        if window > 0:
-                            self._h2.send_data(sid, view[:window].tobytes())
-                            self._dirty = True
-                            break
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            error = httpx2.WriteTimeout("the upstream never opened its window")
-                            self._reset_locked(stream, h2.errors.ErrorCodes.CANCEL)
-                            stream._error = error
-                            raise error
-                        self._window_changed.wait(remaining)
-                self._flush()
-                if stream.request_sent:
-                    return  # the response came complete first
-                view = view[window:]
+        view = memoryview(body)
+        while view:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            with self._state_lock:
+                while True:
+                    if stream._error is not None:
+                        raise stream._error
+                    if stream._ended:
+                        self._abandon_body(stream)
+                        break
+                    if self._error is not None:
+                        raise self._error
+                    window = min(
+                        self._h2.local_flow_control_window(sid),
+                        self._h2.max_outbound_frame_size,
+                        len(view),
+                    )
+                    if window > 0:
+                        last = window == len(view)
+                        self._h2.send_data(sid, view[:window].tobytes(), end_stream=last)
+                        self._dirty = True
+                        if last:
+                            stream.request_sent = True
+                            self._forget_if_done_locked(stream)
+                        break
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        error = httpx2.WriteTimeout("the upstream never opened its window")
+                        self._reset_locked(stream, h2.errors.ErrorCodes.CANCEL)
+                        stream._error = error
+                        raise error
+                    self._window_changed.wait(remaining)
+            self._flush()
+            if stream.request_sent:
+                return  # all sent, or the response came complete first
+            view = view[window:]
         with self._state_lock:
             if stream.finished or self._error is not None:
                 return None

@@ -138,7 +138,7 @@ class UpstreamTransport(httpx2.BaseTransport):
             opened = self.pool.open_stream(
                 origin,
                 headers,
-                end_stream=not body,
+                body,
                 connect_timeout_s=timeouts.get("connect"),
                 pool_timeout_s=timeouts.get("pool"),
                 is_cancelled=lambda: pending.cancelled,
@@ -152,8 +152,8 @@ class UpstreamTransport(httpx2.BaseTransport):
             stream.read_timeout_s = timeouts.get("read")
             register_cancel(stream.cancel)
             try:
-                if body:
-                    stream.connection.send_body(stream, (body,), timeouts.get("write"))
+                if not stream.request_sent:
+                    stream.connection.send_body(stream, body, timeouts.get("write"))
                 stream.wait_headers(timeouts.get("read"))
             except StreamRefused:
                 if attempt + 1 == _ATTEMPTS:

@@ -12,6 +12,7 @@ import threading
 import time
 
 import h2.errors
+import h2.events
 import h2.settings
 import httpx2
 import pytest
@@ -68,6 +69,46 @@ def test_a_cancel_before_the_response_headers_resets_the_stream_and_keeps_the_co
         assert server.connections == 1
         assert server.errors == []
     print(f"RST_STREAM seen {1000 * (reset_at[0] - cancelled_at[0]):.2f} ms after the cancel")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("size", [300, 40_000])
+def test_the_last_data_frame_of_a_request_ends_its_stream(size: int) -> None:
+    """No empty DATA frame to end the stream; a body that fits in one frame (every JSON
+    request the SDK sends) goes out with its headers in one write, so the server has the
+    whole request in one read."""
+    reads: list[list[h2.events.Event]] = []
+
+    def script(peer: Peer) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            events = peer.pump()
+            if events:
+                reads.append(events)
+            if any(isinstance(e, h2.events.StreamEnded) for e in events):
+                break
+        (sid,) = [e.stream_id for r in reads for e in r if isinstance(e, h2.events.RequestReceived)]
+        peer.respond(sid)
+        peer.conn.send_data(sid, b"ok", end_stream=True)
+        peer.flush()
+        peer.serve_forever()
+
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    with HostileServer(script) as server, _client(timeout_s=10) as client:
+        response = client.post(server.base_url, content=body)
+    assert response.status_code == 200
+    assert response.content == b"ok"
+    events = [e for r in reads for e in r]
+    (request,) = [e for e in events if isinstance(e, h2.events.RequestReceived)]
+    assert request.stream_ended is None  # the headers do not end a request with a body
+    data = [e for e in events if isinstance(e, h2.events.DataReceived)]
+    assert b"".join(e.data for e in data) == body
+    assert all(e.data for e in data)
+    assert data[-1].stream_ended is not None
+    assert all(e.stream_ended is None for e in data[:-1])
+    if size <= 16_384:  # the server's largest frame: the whole body in one frame, one read
+        assert len(data) == 1
+        assert any(isinstance(e, h2.events.RequestReceived) for e in reads[-1])
 
 
 @pytest.mark.timeout(30)
