@@ -142,6 +142,7 @@ class Http2Stream:
         self._unreleased = 0
         #: The response's headers were handed to a caller: from then on it cannot be retried.
         self.delivered = False
+        #: The whole request is queued or sent, the frame that ends the stream included.
         self.request_sent = False
         self.last_data_at = time.monotonic()
         self.read_timeout_s: float | None = None
@@ -457,7 +458,7 @@ class Http2Connection:
         return stream
 
     def flush(self) -> None:
-        """Send what is queued (the headers ``try_open`` queued, and anything else)."""
+        """Send what is queued (the request ``try_open`` queued, and anything else)."""
         self._flush()
 
     def send_body(self, stream: Http2Stream, body: bytes, timeout_s: float | None) -> None:
