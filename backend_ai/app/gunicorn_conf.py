@@ -12,9 +12,13 @@ Why each choice:
   so a stream may last as long as the run's own deadline.
 * ``threads``: each open stream holds one request thread for its whole life (the section
   workers run in the engine's own pool), so this is the number of concurrent streams a worker
-  serves. gunicorn does not spread connections evenly over its workers, so it leaves room above
-  an even share: 64 per worker carried 100 streams on two workers without a wait, where 32 made
-  some of 60 wait for a thread.
+  serves. A gthread worker accepts a connection whether or not it has a free thread, and the
+  kernel does not spread connections evenly over the workers: of 100 streams on two workers
+  one held 70 in one run of four. A worker with more open streams than threads makes the rest
+  wait, silently, each for some other stream to end (with 64 threads that run's first bytes
+  came 175 ms late at the median), while the other worker has threads to spare. So one worker
+  must be able to carry most of what the machine can stream: 128, about the two-core box's
+  measured capacity. Idle threads cost nothing; the pool starts them only when needed.
 * ``graceful_timeout``: on SIGTERM the worker stops accepting, every open stream ends with a
   final ``done`` event (``ServiceState.begin_drain``) and the worker exits once its connections
   are closed; this is the upper bound on that.
@@ -75,9 +79,9 @@ wsgi_app = "backend_ai.app.factory:create_app()"
 bind = "127.0.0.1:8000"
 worker_class = "gthread"
 workers = 2
-#: Concurrent streams per worker, with room above an even share: gunicorn does not balance
-#: connections between workers (60 streams on 2 x 32 threads waited up to 0.8 s for one).
-threads = 64
+#: Concurrent streams per worker: most of the machine's, since gunicorn does not balance
+#: connections between workers (see the module docstring).
+threads = 128
 #: gthread: connections a worker holds at once (streams plus idle keep-alive ones).
 worker_connections = 1000
 #: The worker-heartbeat timeout; gthread beats from its main loop, streams never trip it.

@@ -40,10 +40,10 @@ __all__ = [
 ]
 
 #: The pool's size unless ``BACKEND_AI_MAX_WORKERS`` or the caller says otherwise; the service's
-#: settings use it too. The shipped gunicorn's 64 threads per worker times three sections a
-#: run is 192 (over HTTP/1.1 a section holds its thread for the whole stream; over HTTP/2 only
+#: settings use it too. The shipped gunicorn's 128 threads per worker times three sections a
+#: run is 384: over HTTP/1.1 a section holds its thread for the whole stream (over HTTP/2 only
 #: while its request is set up). Threads are started only when needed.
-DEFAULT_MAX_WORKERS = 256
+DEFAULT_MAX_WORKERS = 384
 
 
 #: The pool's size in the environment; the service's settings read it through this too.
