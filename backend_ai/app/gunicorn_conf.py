@@ -14,11 +14,11 @@ Why each choice:
   workers run in the engine's own pool), so this is the number of concurrent streams a worker
   serves. A gthread worker accepts a connection whether or not it has a free thread, and the
   kernel does not spread connections evenly over the workers: of 100 streams on two workers
-  one held 70 in one run of four. A worker with more open streams than threads makes the rest
-  wait, silently, each for some other stream to end (with 64 threads that run's first bytes
-  came 175 ms late at the median), while the other worker has threads to spare. So one worker
-  must be able to carry most of what the machine can stream: 128, about the two-core box's
-  measured capacity. Idle threads cost nothing; the pool starts them only when needed.
+  one held about 71 in one run of four. A worker with more open streams than threads makes
+  the rest wait, silently, each for some other stream to end (with 64 threads that run's first
+  bytes came 171 ms late at the median), while the other worker has threads to spare. So one
+  worker must be able to carry most of what the machine can stream: 128, about the two-core
+  box's measured capacity. Idle threads cost nothing; the pool starts them only when needed.
 * ``graceful_timeout``: on SIGTERM the worker stops accepting, every open stream ends with a
   final ``done`` event (``ServiceState.begin_drain``) and the worker exits once its connections
   are closed; this is the upper bound on that.
