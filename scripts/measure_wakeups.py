@@ -224,7 +224,7 @@ def _latency_level(peer: EnginePeer, run_configs: list[Any]) -> list[float]:
         with lock:
             delays.extend(mine)
 
-    parsers.ChatReader.read = stamped  # type: ignore[method-assign]
+    parsers.ChatReader.read = stamped  # type: ignore[method-assign,assignment]
     try:
         threads = [threading.Thread(target=user, args=(c,)) for c in run_configs]
         for thread in threads:
