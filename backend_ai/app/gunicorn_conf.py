@@ -127,14 +127,18 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Chain a drain onto the worker's SIGTERM handler (open streams end with ``done``), then
-    freeze the loaded app's objects out of garbage collection (see the module docstring).
+    """Tell the app how many request threads it streams on (``request_threads``: a warning when
+    all of them hold streams), chain a drain onto the worker's SIGTERM handler (open streams end
+    with ``done``), then freeze the loaded app's objects out of garbage collection (see the
+    module docstring).
 
     Every service of the worker is drained: the Flask app's, or the one the Django integration
     builds on first use — which may not exist yet, so they are looked up when the signal comes.
     """
     from backend_ai.app.extension import live_states  # imported now, not in a signal handler
+    from backend_ai.app.request_threads import STREAM_SLOTS
 
+    STREAM_SLOTS.set_threads(worker.cfg.threads)
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:

@@ -94,6 +94,12 @@ class ServiceMetrics:
             "Readings not saved because writing them failed (the disk, SQLite, a bad record).",
             registry=r,
         )
+        self.request_threads_full = Counter(
+            "backend_ai_request_threads_full",
+            "Times every request thread of a worker held an open stream: a new request on that "
+            "worker then waited for one to end (backend_ai.app.request_threads).",
+            registry=r,
+        )
         # "livesum": the sum over the workers alive now; a dead worker's open streams are gone.
         self.active_streams = Gauge(
             "backend_ai_active_streams",

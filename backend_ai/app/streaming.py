@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend_ai.app.extension import ServiceState
 from backend_ai.app.history import HistoryRecord, SavedSection
+from backend_ai.app.request_threads import STREAM_SLOTS
 from backend_ai.streaming import StreamConfig
 from backend_ai.streaming.events import (
     ContentChunk,
@@ -247,6 +248,8 @@ def open_run(
 def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
     recorder, events, metrics = run.recorder, run.batches, state.metrics
     metrics.active_streams.inc()
+    if STREAM_SLOTS.opened():
+        metrics.request_threads_full.inc()
     try:
         if run.reading is not None:
             yield reading_frame(recorder.request_id, recorder.route, run.reading)
@@ -269,6 +272,7 @@ def _frames(state: ServiceState, run: OpenedRun) -> Iterator[bytes]:
         # Also reached when the client went away: the server closed this generator.
         events.close()
         metrics.active_streams.dec()
+        STREAM_SLOTS.closed()
         try:
             recorder.finish()
         except Exception as exc:  # side work never breaks a stream

@@ -5,7 +5,8 @@ kernel does not spread connections evenly over gunicorn's workers: one worker ma
 most of a machine's streams. Those beyond its threads wait, with nothing to show for it, until
 some other stream ends. So the shipped thread count must let one worker carry about what the
 whole machine can; this test gives a single worker ``STREAMS`` streams at once and checks that
-they all run together.
+they all run together. Beyond its threads a worker cannot help the wait, but it can say so: the
+second test checks the warning and the counter when its last thread takes a stream.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ LONG = {"ttft_ms": 50, "itl_ms": 200, "tokens": 40, "jitter": 0}
 WAIT_S = 30.0
 
 
-def _open_streams(server: GunicornProcess) -> int:
-    """The worker's open SSE responses; -1 while it has no thread free to answer."""
+def _metric(server: GunicornProcess, name: str) -> int:
+    """A metric of the worker; -1 while it has no thread free to answer."""
     assert server.url is not None
     try:
         with httpx.Client(timeout=2.0) as http:
@@ -41,9 +42,23 @@ def _open_streams(server: GunicornProcess) -> int:
         return -1
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "backend_ai_active_streams":
+            if sample.name == name:
                 return int(sample.value)
     return 0
+
+
+def _open_streams(server: GunicornProcess) -> int:
+    return _metric(server, "backend_ai_active_streams")
+
+
+def _open(server: GunicornProcess, count: int, sim: dict[str, float]) -> list[RawClient]:
+    assert server.url is not None
+    clients = []
+    for i in range(count):
+        client = RawClient(server.url, timeout=WAIT_S)
+        client.send_post(DREAM, {"dream": f"dream {i}", "sim": sim})
+        clients.append(client)
+    return clients
 
 
 def test_one_worker_runs_a_hundred_streams_at_once(
@@ -53,10 +68,7 @@ def test_one_worker_runs_a_hundred_streams_at_once(
         assert server.url is not None
         clients: list[RawClient] = []
         try:
-            for i in range(STREAMS):
-                client = RawClient(server.url, timeout=WAIT_S)
-                client.send_post(DREAM, {"dream": f"dream {i}", "sim": LONG})
-                clients.append(client)
+            clients = _open(server, STREAMS, LONG)
             seen: list[int] = []
 
             def all_open() -> bool:
@@ -72,3 +84,32 @@ def test_one_worker_runs_a_hundred_streams_at_once(
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_worker_says_when_its_last_request_thread_takes_a_stream(
+    simulator: SimulatorProcess, tmp_path: Path
+) -> None:
+    threads = 4
+    log_path = tmp_path / "gunicorn.log"
+    with (
+        log_path.open("w") as log,
+        GunicornProcess(
+            workers=1, threads=threads, env=service_env(simulator, tmp_path), output=log
+        ) as server,
+    ):
+        clients: list[RawClient] = []
+        try:
+            clients = _open(server, threads - 1, LONG)
+            wait_until(lambda: _open_streams(server) == threads - 1, WAIT_S, "streams open")
+            assert "request threads" not in log_path.read_text()  # one thread still free
+            clients += _open(server, 1, LONG)
+            wait_until(
+                lambda: f"all {threads} request threads" in log_path.read_text(),
+                WAIT_S,
+                "the warning in the worker's log",
+            )
+        finally:
+            for client in clients:
+                client.close()
+        wait_until(lambda: _open_streams(server) == 0, WAIT_S, "the streams closed")
+        assert _metric(server, "backend_ai_request_threads_full_total") == 1
