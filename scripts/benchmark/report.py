@@ -91,7 +91,11 @@ def markdown(results: dict[str, Any]) -> str:
             ("first_byte", "first response byte"),
             ("first_event", "first SSE event (`start`)"),
             ("first_chunk_overhead", "first content chunk − upstream TTFT"),
+            ("first_chunk_overhead_ours", "same, less the simulator's own lateness"),
+            ("request_to_simulator", "request sent → it reaches the simulator"),
         ):
+            if key not in sv:  # results from before these keys existed
+                continue
             d = sv[key]
             add(f"| {label} | {_f(d['p50_ms'])} | {_f(d['p95_ms'])} | {_f(d['p99_ms'])} |")
         add("")

@@ -53,6 +53,9 @@ ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
 class Result:
     """One request, as the client saw it; times are seconds from the request's start."""
 
+    #: Wall-clock time (``time.time()``) of the request's start, to set beside the upstream's
+    #: own records.
+    started_at: float = 0.0
     status: int | None = None
     connect_s: float | None = None
     first_byte_s: float | None = None
@@ -159,7 +162,7 @@ class Connection:
         self.reader = self.writer = None
 
     async def request(self, path: str, body: bytes, timeout: float) -> Result:
-        result = Result()
+        result = Result(started_at=time.time())
         t0 = time.perf_counter()
         try:
             await asyncio.wait_for(self._request(path, body, result, t0), timeout)

@@ -208,6 +208,12 @@ def test_quick_benchmark_runs_and_reports(tmp_path, capsys):
     for part in ("fanout", "ttfb", "service", "merge_cost", "http", "peers"):
         assert part in results
     assert results["http"]["http2"]["tcp_connections"] == 1
+    # The service's requests were matched with the simulator's records of them.
+    service = results["service"]
+    ours = service["first_chunk_overhead_ours"]["p50_ms"]
+    assert ours is not None
+    assert 0 < ours <= service["first_chunk_overhead"]["p50_ms"] + 1
+    assert 0 < service["request_to_simulator"]["p50_ms"] < ours
     assert "| N | ideal ms" in capsys.readouterr().out
 
 
