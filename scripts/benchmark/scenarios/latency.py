@@ -23,6 +23,17 @@ from ..session import Bench, ms
 __all__ = ["service", "ttfb"]
 
 
+def stats(values: list[float | None]) -> dict[str, float | None]:
+    """p50, p95, p99 and max in ms of the values present (None: not measured)."""
+    present = [v for v in values if v is not None]
+    return {
+        "p50_ms": ms(percentile(present, 0.5)),
+        "p95_ms": ms(percentile(present, 0.95)),
+        "p99_ms": ms(percentile(present, 0.99)),
+        "max_ms": ms(max(present) if present else None),
+    }
+
+
 def ttfb(bench: Bench) -> dict[str, Any]:
     p = bench.profile
     engine = bench.peer(EnginePeer(bench.url))
@@ -52,14 +63,6 @@ def ttfb(bench: Bench) -> dict[str, Any]:
             delivery.append(client_first_wall - record["t_first_token"])
             if fc is not None:
                 ours.append(fc - ttft_s - slip)
-
-    def stats(values: list[float | None]) -> dict[str, float | None]:
-        present = [v for v in values if v is not None]
-        return {
-            "p50_ms": ms(percentile(present, 0.5)),
-            "p95_ms": ms(percentile(present, 0.95)),
-            "max_ms": ms(max(present) if present else None),
-        }
 
     return {
         "profile": p.ttfb,
@@ -118,7 +121,8 @@ def service(bench: Bench) -> dict[str, Any]:
     problems = summary["lost_chunks"] + summary["duplicate_chunks"] + summary["missing_done"]
     if problems:
         bench.problems.append(f"service: {problems} lost/duplicated chunks or missing done")
-    ours, request_path = [], []
+    ours: list[float | None] = []
+    request_path: list[float | None] = []
     for result in totals.results:
         if result.first_chunk_s is None or result.total_s is None:
             continue
@@ -132,13 +136,6 @@ def service(bench: Bench) -> dict[str, Any]:
         if delivered:
             upstream_ttft = min(r["t_first_token"] - r["t_start"] for r in delivered)
             ours.append(result.first_chunk_s - upstream_ttft)
-
-    def stats(values: list[float]) -> dict[str, float | None]:
-        return {
-            "p50_ms": ms(percentile(values, 0.5)),
-            "p95_ms": ms(percentile(values, 0.95)),
-            "p99_ms": ms(percentile(values, 0.99)),
-        }
 
     return {
         "profile": upstream,
