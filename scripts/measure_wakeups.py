@@ -32,8 +32,9 @@ threads that wake each other on different cores; the engine's reader and consume
 the pinned rows show how much of ``engine ÷ floor`` is that rather than work.
 
 ``getrusage(RUSAGE_SELF)`` around each level: user + system CPU and voluntary / involuntary
-context switches of every thread of this process, divided by the content chunks delivered.
-Each repeat runs every level in turn, so engine and floor see the same neighbours; the ratio
+context switches of every thread of this process, divided by the content chunks delivered;
+for the engine also each kind of thread's own CPU and voluntary switches (its wake-ups: the
+reader's are its reads that found nothing waiting, comparable with the floor's). Each repeat runs every level in turn, so engine and floor see the same neighbours; the ratio
 is taken within a repeat. The machine may be shared: each row records the CPU used by other
 processes during the level (``others_percent``, % of one core, from ``/proc/stat``) and by
 the upstream (``upstream_percent``).
@@ -119,9 +120,24 @@ _THREAD_KINDS = (
 )
 
 
-def _engine_threads_cpu_s() -> dict[str, float]:
-    """CPU seconds so far of the engine's long-lived threads, summed by kind."""
-    totals: dict[str, float] = {}
+def _voluntary_switches(native_id: int | None = None) -> int:
+    """Voluntary context switches so far of one thread of this process (this one: ``None``):
+    each is a wait that ended in sleep, so one later wake-up."""
+    where = "/proc/thread-self" if native_id is None else f"/proc/self/task/{native_id}"
+    try:
+        with open(f"{where}/status") as status:
+            for line in status:
+                if line.startswith("voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except OSError:  # it ended meanwhile, or no /proc
+        pass
+    return 0
+
+
+def _engine_threads_cpu_s() -> dict[str, tuple[float, int]]:
+    """CPU seconds and voluntary context switches so far of the engine's long-lived threads,
+    summed by kind."""
+    totals: dict[str, tuple[float, int]] = {}
     for thread in threading.enumerate():
         kind = next((k for prefix, k in _THREAD_KINDS if thread.name.startswith(prefix)), None)
         if kind is None or thread.ident is None:
@@ -130,7 +146,9 @@ def _engine_threads_cpu_s() -> dict[str, float]:
             cpu = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
         except (OSError, ProcessLookupError):  # it ended meanwhile
             continue
-        totals[kind] = totals.get(kind, 0.0) + cpu
+        switches = _voluntary_switches(thread.native_id)
+        spent, woken = totals.get(kind, (0.0, 0))
+        totals[kind] = (spent + cpu, woken + switches)
     return totals
 
 
@@ -165,9 +183,10 @@ def _cores_in_use() -> list[int]:
 
 
 def _engine_level(
-    peer: EnginePeer, run_configs: list[Any], consumers_cpu_s: list[float]
+    peer: EnginePeer, run_configs: list[Any], consumers_cpu_s: list[tuple[float, int]]
 ) -> Callable[[], int]:
-    """K consumers at once; each adds its own thread's CPU to ``consumers_cpu_s``."""
+    """K consumers at once; each adds its own thread's CPU and voluntary context switches to
+    ``consumers_cpu_s``."""
 
     def work() -> int:
         counts: list[int] = []
@@ -179,7 +198,7 @@ def _engine_level(
                 n += text.count(_CHUNK_FRAME)  # one write may carry several frames
             with lock:
                 counts.append(n)
-                consumers_cpu_s.append(time.thread_time())
+                consumers_cpu_s.append((time.thread_time(), _voluntary_switches()))
 
         threads = [threading.Thread(target=user, args=(c,)) for c in run_configs]
         for thread in threads:
@@ -433,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
                 read_streams(upstream.base_url, [warm])
             for repeat in range(args.repeats):
                 for k in ks:
-                    consumers_cpu_s: dict[str, list[float]] = {pool: [] for pool in peers}
+                    consumers_cpu_s: dict[str, list[tuple[float, int]]] = {
+                        pool: [] for pool in peers
+                    }
                     levels: list[tuple[str, Callable[[], int]]] = [
                         (pool, _engine_level(peer, configs_by_k[k], consumers_cpu_s[pool]))
                         for pool, peer in peers.items()
@@ -454,13 +475,23 @@ def main(argv: list[str] | None = None) -> int:
                             threads1 = _engine_threads_cpu_s()
                             per = max(row["chunks"], 1)
                             by_thread = {
-                                kind: round((spent - threads0.get(kind, 0.0)) * 1e6 / per, 1)
-                                for kind, spent in threads1.items()
+                                kind: round(
+                                    (spent - threads0.get(kind, (0.0, 0))[0]) * 1e6 / per, 1
+                                )
+                                for kind, (spent, _) in threads1.items()
                             }
-                            consumers = sum(consumers_cpu_s[base])
-                            consumers_cpu_s[base].clear()
-                            by_thread["consumers"] = round(consumers * 1e6 / per, 1)
+                            woken = {
+                                kind: round((n - threads0.get(kind, (0.0, 0))[1]) / per, 3)
+                                for kind, (_, n) in threads1.items()
+                            }
+                            consumers = consumers_cpu_s[base]
+                            by_thread["consumers"] = round(
+                                sum(c for c, _ in consumers) * 1e6 / per, 1
+                            )
+                            woken["consumers"] = round(sum(n for _, n in consumers) / per, 3)
+                            consumers.clear()
                             row["thread_cpu_us_per_chunk"] = by_thread
+                            row["thread_voluntary_ctx_per_chunk"] = woken
                         results["runs"].append(row)
                         print(json.dumps(row), flush=True)
                     if args.latency:
@@ -502,12 +533,12 @@ def main(argv: list[str] | None = None) -> int:
                 entry["engine_over_floor"] = _stat(
                     [round(r["cpu_us_per_chunk"] / floors[r["repeat"]], 2) for r in rows]
                 )
-            kinds = sorted({kind for r in rows for kind in r.get("thread_cpu_us_per_chunk", {})})
-            if kinds:
-                entry["thread_cpu_us_per_chunk"] = {
-                    kind: _stat([r["thread_cpu_us_per_chunk"].get(kind, 0.0) for r in rows])
-                    for kind in kinds
-                }
+            for key in ("thread_cpu_us_per_chunk", "thread_voluntary_ctx_per_chunk"):
+                kinds = sorted({kind for r in rows for kind in r.get(key, {})})
+                if kinds:
+                    entry[key] = {
+                        kind: _stat([r[key].get(kind, 0.0) for r in rows]) for kind in kinds
+                    }
             summary.append(entry)
     results["summary"] = summary
     if "latency" in results:
@@ -556,6 +587,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{kind} {fmt_stat(value)}" for kind, value in e["thread_cpu_us_per_chunk"].items()
             )
             print(f"K={e['k']} {e['pool']}, CPU µs per chunk by thread: {parts}")
+        if "thread_voluntary_ctx_per_chunk" in e:
+            parts = ", ".join(
+                f"{kind} {fmt_stat(value)}"
+                for kind, value in e["thread_voluntary_ctx_per_chunk"].items()
+            )
+            print(f"K={e['k']} {e['pool']}, wake-ups (voluntary switches) per chunk: {parts}")
     w = results["warm"]
     print(
         f"warm, in a tight loop (peers/warm_costs.py), CPU µs per chunk: h2 {w['h2']:g}, "

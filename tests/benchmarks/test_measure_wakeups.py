@@ -38,6 +38,13 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     assert by_thread["reader"] > 0
     assert by_thread["consumers"] > 0
     assert sum(by_thread.values()) <= rows["h2"]["cpu_us_per_chunk"] * 1.05
+    # So are their wake-ups: the reader and the consumers each slept at least once, and the
+    # threads' counts fit in the process's (which also counts the main thread's waits).
+    woken = rows["h2"]["thread_voluntary_ctx_per_chunk"]
+    assert set(woken) == set(by_thread)
+    assert woken["reader"] > 0
+    assert woken["consumers"] > 0
+    assert sum(woken.values()) <= rows["h2"]["voluntary_ctx_per_chunk"] + 0.01
     # The warm figures: every part measured, the engine's reader side and the floor's parsing
     # each less than a paced chunk costs the engine in all.
     warm = results["warm"]
@@ -52,6 +59,7 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     assert "| K runs | pool | CPU µs/chunk | ÷ floor |" in printed
     assert "burst (3 sections x 200 chunks" in printed
     assert "warm, in a tight loop" in printed
+    assert "wake-ups (voluntary switches) per chunk: " in printed
 
 
 @pytest.mark.slow
