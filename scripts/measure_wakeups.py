@@ -34,8 +34,9 @@ the pinned rows show how much of ``engine ÷ floor`` is that rather than work.
 ``getrusage(RUSAGE_SELF)`` around each level: user + system CPU and voluntary / involuntary
 context switches of every thread of this process, divided by the content chunks delivered;
 for the engine also each kind of thread's own CPU and voluntary switches (its wake-ups: the
-reader's are its reads that found nothing waiting, comparable with the floor's). Each repeat runs every level in turn, so engine and floor see the same neighbours; the ratio
-is taken within a repeat. The machine may be shared: each row records the CPU used by other
+reader's are its reads that found nothing waiting, comparable with the floor's). Each repeat
+runs every level in turn, so engine and floor see the same neighbours; the ratio is taken
+within a repeat. The machine may be shared: each row records the CPU used by other
 processes during the level (``others_percent``, % of one core, from ``/proc/stat``) and by
 the upstream (``upstream_percent``).
 
