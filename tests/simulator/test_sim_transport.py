@@ -21,18 +21,26 @@ def test_nine_concurrent_streams_share_one_http2_connection(h2_client, simulator
     barrier = threading.Barrier(9, timeout=30)
 
     def run(index: int) -> str:
-        stream = h2_client.chat.completions.create(
-            model=f"model-{index}",
-            messages=MESSAGES,
-            stream=True,
-            # headers come at once, content after ttft: all 9 are open before any finishes
-            extra_body={"sim": {"ttft_ms": 2000, "tag": f"m{index}"}},
-        )
+        try:
+            stream = h2_client.chat.completions.create(
+                model=f"model-{index}",
+                messages=MESSAGES,
+                stream=True,
+                # headers come at once, content after ttft: all 9 are open before any finishes
+                extra_body={"sim": {"ttft_ms": 2000, "tag": f"m{index}"}},
+            )
+        except BaseException:
+            barrier.abort()  # the others stop waiting at once; this error is the one to see
+            raise
         barrier.wait()
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
     with ThreadPoolExecutor(max_workers=9) as pool:
-        texts = list(pool.map(run, range(9)))
+        futures = [pool.submit(run, index) for index in range(9)]
+        failures = [f.exception() for f in futures if f.exception() is not None]
+    # Every thread's failure, the first cause included, not only the barrier it broke.
+    assert not failures, failures
+    texts = [f.result() for f in futures]
     assert all(texts)
     stats = simulator.stats()
     assert stats["connections_accepted"] == 1
