@@ -34,7 +34,8 @@ the pinned rows show how much of ``engine ÷ floor`` is that rather than work.
 ``getrusage(RUSAGE_SELF)`` around each level: user + system CPU and voluntary / involuntary
 context switches of every thread of this process, divided by the content chunks delivered;
 for the engine also each kind of thread's own CPU and voluntary switches (its wake-ups: the
-reader's are its reads that found nothing waiting, comparable with the floor's). Each repeat
+reader's are its reads that found nothing waiting, comparable with the floor's), and how many
+chunks each of the consumers' writes carried. Each repeat
 runs every level in turn, so engine and floor see the same neighbours; the ratio is taken
 within a repeat. The machine may be shared: each row records the CPU used by other
 processes during the level (``others_percent``, % of one core, from ``/proc/stat``) and by
@@ -184,22 +185,24 @@ def _cores_in_use() -> list[int]:
 
 
 def _engine_level(
-    peer: EnginePeer, run_configs: list[Any], consumers_cpu_s: list[tuple[float, int]]
+    peer: EnginePeer, run_configs: list[Any], consumers_cpu_s: list[tuple[float, int, int]]
 ) -> Callable[[], int]:
-    """K consumers at once; each adds its own thread's CPU and voluntary context switches to
-    ``consumers_cpu_s``."""
+    """K consumers at once; each adds its own thread's CPU, voluntary context switches and
+    writes that carried chunks to ``consumers_cpu_s``."""
 
     def work() -> int:
         counts: list[int] = []
         lock = threading.Lock()
 
         def user(configs: Any) -> None:
-            n = 0
+            n = writes = 0
             for text in peer.manager.stream_sse(configs):
-                n += text.count(_CHUNK_FRAME)  # one write may carry several frames
+                frames = text.count(_CHUNK_FRAME)  # one write may carry several frames
+                n += frames
+                writes += frames > 0
             with lock:
                 counts.append(n)
-                consumers_cpu_s.append((time.thread_time(), _voluntary_switches()))
+                consumers_cpu_s.append((time.thread_time(), _voluntary_switches(), writes))
 
         threads = [threading.Thread(target=user, args=(c,)) for c in run_configs]
         for thread in threads:
@@ -453,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 read_streams(upstream.base_url, [warm])
             for repeat in range(args.repeats):
                 for k in ks:
-                    consumers_cpu_s: dict[str, list[tuple[float, int]]] = {
+                    consumers_cpu_s: dict[str, list[tuple[float, int, int]]] = {
                         pool: [] for pool in peers
                     }
                     levels: list[tuple[str, Callable[[], int]]] = [
@@ -487,9 +490,11 @@ def main(argv: list[str] | None = None) -> int:
                             }
                             consumers = consumers_cpu_s[base]
                             by_thread["consumers"] = round(
-                                sum(c for c, _ in consumers) * 1e6 / per, 1
+                                sum(c for c, _, _ in consumers) * 1e6 / per, 1
                             )
-                            woken["consumers"] = round(sum(n for _, n in consumers) / per, 3)
+                            woken["consumers"] = round(sum(n for _, n, _ in consumers) / per, 3)
+                            writes = max(sum(w for _, _, w in consumers), 1)
+                            row["chunks_per_write"] = round(row["chunks"] / writes, 2)
                             consumers.clear()
                             row["thread_cpu_us_per_chunk"] = by_thread
                             row["thread_voluntary_ctx_per_chunk"] = woken
@@ -534,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["engine_over_floor"] = _stat(
                     [round(r["cpu_us_per_chunk"] / floors[r["repeat"]], 2) for r in rows]
                 )
+            if any("chunks_per_write" in r for r in rows):
+                entry["chunks_per_write"] = _stat([r["chunks_per_write"] for r in rows])
             for key in ("thread_cpu_us_per_chunk", "thread_voluntary_ctx_per_chunk"):
                 kinds = sorted({kind for r in rows for kind in r.get(key, {})})
                 if kinds:
@@ -594,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
                 for kind, value in e["thread_voluntary_ctx_per_chunk"].items()
             )
             print(f"K={e['k']} {e['pool']}, wake-ups (voluntary switches) per chunk: {parts}")
+        if "chunks_per_write" in e:
+            print(
+                f"K={e['k']} {e['pool']}, chunks per write that carried any: "
+                f"{fmt_stat(e['chunks_per_write'])}"
+            )
     w = results["warm"]
     print(
         f"warm, in a tight loop (peers/warm_costs.py), CPU µs per chunk: h2 {w['h2']:g}, "

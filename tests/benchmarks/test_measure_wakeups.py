@@ -45,6 +45,8 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     assert woken["reader"] > 0
     assert woken["consumers"] > 0
     assert sum(woken.values()) <= rows["h2"]["voluntary_ctx_per_chunk"] + 0.01
+    # A write carries at least one chunk, and none carries more than the run's 30.
+    assert 1 <= rows["h2"]["chunks_per_write"] <= 30
     # The warm figures: every part measured, the engine's reader side and the floor's parsing
     # each less than a paced chunk costs the engine in all.
     warm = results["warm"]
@@ -60,6 +62,7 @@ def test_measure_wakeups_quick_prints_engine_floor_ratio_and_burst(tmp_path, cap
     assert "burst (3 sections x 200 chunks" in printed
     assert "warm, in a tight loop" in printed
     assert "wake-ups (voluntary switches) per chunk: " in printed
+    assert "chunks per write that carried any: " in printed
 
 
 @pytest.mark.slow
