@@ -36,7 +36,10 @@ CHROMIUM_ARGS = [
 SLOW_PROFILE = {"ttft_ms": 300, "itl_ms": 40, "tokens": 60, "jitter": 0}
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright's sync API is open it keeps an asyncio event
+# loop running in the main thread, so any later test calling ``asyncio.run`` there would fail.
+# The browser (and the page's server) close when this package's tests are done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     chromium = find_chromium()
     if chromium is None:
@@ -49,7 +52,7 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def page_server(
     simulator_server: SimulatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornProcess]:
