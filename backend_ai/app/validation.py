@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from backend_ai.errors import BackendAIError
+from backend_ai.simulator.profile import DEFAULT_PROFILE, SIM_KEYS, SimKeyError, parse_sim_keys
 from backend_ai.streaming.config import Mode
 
 if TYPE_CHECKING:
@@ -148,8 +149,6 @@ def sim_controls(value: Any, *, field: str, defaults: Mapping[str, Any]) -> dict
     ``defaults`` are the controls the app sends with every request (``sim_defaults``): some
     keys are only valid together (``stall_after`` needs ``stall_s``).
     """
-    from backend_ai.simulator.profile import DEFAULT_PROFILE, SIM_KEYS, SimKeyError, parse_sim_keys
-
     try:
         keys = parse_sim_keys(value, source=field)
         DEFAULT_PROFILE.with_keys(parse_sim_keys(defaults)).with_keys(keys)

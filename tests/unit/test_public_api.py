@@ -129,3 +129,30 @@ def test_importing_the_engine_imports_no_framework_and_starts_nothing() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_checking_sim_controls_imports_the_simulators_profile_not_its_server() -> None:
+    """The service checks every request's ``sim`` controls; the simulator's server (hypercorn,
+    trustme, cryptography: tens of milliseconds to import) must not come with them, or the first
+    request of each worker would wait for it before its first byte."""
+    code = (
+        "import sys\n"
+        "from backend_ai.app.factory import create_app\n"
+        "from backend_ai.app.validation import sim_controls\n"
+        "assert sim_controls({'ttft_ms': 5}, field='sim', defaults={}) == {'ttft_ms': 5.0}\n"
+        "from backend_ai.simulator import SIM_KEYS, SimKeyError\n"
+        "bad = {'hypercorn', 'trustme', 'cryptography'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+        "import backend_ai.simulator as simulator\n"
+        "assert simulator.SimulatorProcess.__module__ == 'backend_ai.simulator.process'\n"
+        "assert set(simulator.__all__) <= set(dir(simulator))\n"
+        "try:\n"
+        "    simulator.no_such_name\n"
+        "except AttributeError:\n"
+        "    print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
