@@ -109,6 +109,15 @@ def test_errors_share_one_root() -> None:
     assert issubclass(LifecycleError, BackendAIError)
 
 
+def in_a_fresh_interpreter(code: str) -> str:
+    """What ``code`` prints when run by a new Python (nothing imported yet); it must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_importing_the_engine_imports_no_framework_and_starts_nothing() -> None:
     code = (
         "import sys, threading, pkgutil, importlib\n"
@@ -124,11 +133,7 @@ def test_importing_the_engine_imports_no_framework_and_starts_nothing() -> None:
         "assert executor._default is None, 'executor built at import'\n"
         "print('ok')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert in_a_fresh_interpreter(code) == "ok"
 
 
 def test_checking_sim_controls_imports_the_simulators_profile_not_its_server() -> None:
@@ -151,8 +156,4 @@ def test_checking_sim_controls_imports_the_simulators_profile_not_its_server() -
         "except AttributeError:\n"
         "    print('ok')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert in_a_fresh_interpreter(code) == "ok"
